@@ -1,0 +1,209 @@
+"""Data layer: patient ids, manifest, quarantine of bad input, patient-level splits, leakage."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import KERMANY224, require_shared, write_xray
+from xraylib import data
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("person1000_bacteria_2931.jpeg", "person1000"),
+    ("person1_virus_6.jpeg", "person1"),
+    ("person1003_virus_1685_1.jpeg", "person1003"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("IM-0117-0001-0002.jpeg", "IM-0117"),
+    ("NORMAL2-IM-1427-0001.jpeg", "IM-1427"),
+    ("COVID-synpat0012_1.png", "synpat0012"),
+    ("Viral Pneumonia-synpat0007_2.png", "synpat0007"),
+    ("COVID-123.png", None),
+    ("scan.png", None),
+])
+def test_parse_patient_id(name, expected):
+    assert data.parse_patient_id(f"train/X/{name}") == expected
+
+
+def test_subtype_from_file_name():
+    assert data.parse_kermany_subtype("person1_bacteria_1.jpeg") == "bacteria"
+    assert data.parse_kermany_subtype("person1_virus_1.jpeg") == "virus"
+    assert data.parse_kermany_subtype("IM-0001-0001.jpeg") == ""
+
+
+def test_scan_kermany_manifest_columns(kermany_tree):
+    scan = data.scan_source("kermany", kermany_tree.parent, progress=False)
+    m = scan.manifest
+    assert list(m.columns) == data.MANIFEST_COLUMNS
+    assert len(m) == 21 and scan.quarantine.empty
+    row = m[m["path"].str.endswith("person1_bacteria_2.jpeg")].iloc[0]
+    assert (row["label"], row["patient_id"], row["source_split"], row["subtype"]) == ("PNEUMONIA", "person1", "train", "bacteria")
+    assert (row["width"], row["height"], row["mode"]) == (40, 32, "L")
+    assert row["sha256"] == hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest()
+    assert set(m["source_split"]) == {"train", "val", "test"}
+
+
+def test_kermany3_labels_from_file_names(kermany_tree):
+    m = data.scan_source("kermany3", kermany_tree, progress=False).manifest
+    assert set(m["label"]) == {"NORMAL", "BACTERIA", "VIRUS"}
+    assert (m.loc[m["path"].str.contains("_virus_"), "label"] == "VIRUS").all()
+
+
+def test_duplicate_files_get_a_group(kermany_tree):
+    src = kermany_tree / "train" / "NORMAL" / "IM-0001-0001.jpeg"
+    shutil.copy(src, kermany_tree / "train" / "NORMAL" / "IM-0050-0001.jpeg")
+    m = data.scan_source("kermany", kermany_tree, progress=False).manifest
+    dups = m[m["duplicate_group"] != ""]
+    assert len(dups) == 2 and dups["duplicate_group"].nunique() == 1
+
+
+def _bad_copy(kermany_tree: Path) -> Path:
+    """The acceptance case: truncated JPEG, text named .png, empty class folder, 16-bit PNG and odd modes."""
+    train = kermany_tree / "train"
+    good = (train / "NORMAL" / "IM-0001-0001.jpeg").read_bytes()
+    (train / "NORMAL" / "IM-0901-0001.jpeg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+    (train / "PNEUMONIA" / "person901_bacteria_1.png").write_text("this is not an image\n")  # text named .png
+    (train / "PNEUMONIA" / "notes.txt").write_text("readme")  # non-image file
+    for split in ("val",):
+        shutil.rmtree(kermany_tree / split / "NORMAL")
+        (kermany_tree / split / "NORMAL").mkdir()  # empty class folder
+    arr16 = (np.arange(40 * 32, dtype=np.uint16).reshape(32, 40) * 50)
+    Image.fromarray(arr16).save(train / "NORMAL" / "IM-0902-0001.png")  # 16-bit PNG
+    write_xray(train / "NORMAL" / "IM-0903-0001.png", mode="RGBA")
+    write_xray(train / "NORMAL" / "IM-0904-0001.png", mode="P")
+    write_xray(train / "PNEUMONIA" / "person902_virus_1.jpeg", mode="CMYK")
+    return kermany_tree
+
+
+def _tree_digest(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_bad_input_is_quarantined_and_the_rest_processed(kermany_tree, tmp_path):
+    root = _bad_copy(kermany_tree)
+    before = _tree_digest(root)
+    with pytest.warns(UserWarning, match="is empty"):
+        summary = data.build_manifest("binary", {"binary": {"source": "kermany", "root": str(root)}},
+                                      seed=1, out_dir=tmp_path / "out", progress=False)
+    assert _tree_digest(root) == before, "raw data must never be modified"
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    reasons = dict(zip(quarantine["path"].map(lambda p: Path(p).name), quarantine["reason"]))
+    assert set(reasons) == {"IM-0901-0001.jpeg", "person901_bacteria_1.png", "notes.txt"}
+    assert "unreadable" in reasons["IM-0901-0001.jpeg"] and "not an image" in reasons["notes.txt"]
+    assert summary["quarantined"] == 3
+    assert any("empty" in w for w in summary["warnings"])
+    manifest = data.load_manifest("binary", tmp_path / "out")
+    modes = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["mode"]))
+    assert modes["IM-0902-0001.png"].startswith("I;16") and modes["IM-0903-0001.png"] == "RGBA"
+    assert modes["IM-0904-0001.png"] == "P" and modes["person902_virus_1.jpeg"] == "CMYK"
+    assert summary["images"] == 21 - 1 + 4  # original 21, minus the emptied val image, plus 4 odd-mode files
+
+
+def test_unknown_class_folder_is_a_clear_error(kermany_tree):
+    write_xray(kermany_tree / "train" / "COVID" / "x.png")
+    with pytest.raises(ValueError, match=r"unknown class folder .*COVID.*expected only \['NORMAL', 'PNEUMONIA'\]"):
+        data.scan_source("kermany", kermany_tree, progress=False)
+
+
+def test_missing_root_and_bad_source_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*xraylib download"):
+        data.scan_source("kermany", tmp_path / "nope")
+    with pytest.raises(ValueError, match="data source must be one of"):
+        data.scan_source("kaggle", tmp_path)
+    with pytest.raises(ValueError, match=r"data.binary.source must be one of"):
+        data.data_root_for("binary", {"binary": {"source": "nih"}})
+    with pytest.raises(KeyError, match="data.multiclass"):
+        data.data_root_for("multiclass", {"binary": {}})
+    with pytest.raises(ValueError, match="data.val_fraction"):
+        data.assign_splits(pd.DataFrame(columns=data.MANIFEST_COLUMNS), val_fraction=0.7)
+
+
+def test_covid_radiography_and_folder_layouts(tmp_path):
+    covid = tmp_path / "COVID-19_Radiography_Dataset"
+    for label in data.COVID_CLASSES:
+        for i in range(2):
+            write_xray(covid / label / "images" / f"{label}-{i}.png", 40 + 30 * i)
+            write_xray(covid / label / "masks" / f"{label}-{i}.png", 255)
+    m = data.scan_source("covid_radiography", tmp_path, progress=False).manifest
+    assert sorted(m["label"].unique()) == sorted(data.COVID_CLASSES) and len(m) == 8
+    assert (m["lung_mask"] != "").all() and (m["patient_id"].str.startswith("file:")).all()
+    folder = tmp_path / "plain"
+    for label in ("cats", "dogs"):
+        write_xray(folder / label / "a.png")
+    m = data.scan_source("folder", folder, progress=False).manifest
+    assert sorted(m["label"]) == ["cats", "dogs"]
+
+
+def _synthetic_manifest(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = "PNEUMONIA" if p % 3 else "NORMAL"
+        for k in range(int(rng.integers(1, 4))):
+            rows.append({"path": f"p{p}_{k}.png", "label": label, "patient_id": f"person{p}",
+                         "source_split": "train", "sha256": f"h{p}_{k}"})
+    frame = pd.DataFrame(rows)
+    frame.loc[5, "sha256"] = frame.loc[40, "sha256"]  # an identical file under two patients
+    return frame
+
+
+def test_splits_are_patient_level_stratified_and_seeded():
+    manifest = _synthetic_manifest()
+    a = data.assign_splits(manifest, val_fraction=0.2, test_fraction=0.2, seed=3)
+    b = data.assign_splits(manifest, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert a["split"].tolist() == b["split"].tolist()
+    assert set(a["split"]) == {"train", "val", "test"}
+    report = data.assert_no_leakage(a)
+    assert report["patients_in_several_splits"] == 0 and report["identical_files_in_several_splits"] == 0
+    # both classes in every split, roughly the requested sizes
+    assert (pd.crosstab(a["label"], a["split"]) > 0).all().all()
+    assert 0.1 < (a["split"] == "test").mean() < 0.3
+
+
+def test_official_test_split_is_kept_and_clashes_excluded():
+    manifest = _synthetic_manifest()
+    manifest["sha256"] = [f"u{i}" for i in range(len(manifest))]  # no byte duplicates in this case
+    manifest.loc[manifest["patient_id"].isin(["person1", "person2"]), "source_split"] = "test"
+    extra = manifest[manifest["patient_id"] == "person1"].iloc[:1].assign(source_split="train", sha256="new")
+    manifest = pd.concat([manifest, extra], ignore_index=True)
+    split = data.assign_splits(manifest, seed=0)
+    assert (split.loc[split["source_split"] == "test", "split"] == "test").all()
+    assert (split["split"] == "excluded").sum() == 1
+    data.assert_no_leakage(split)
+
+
+def test_leakage_check_catches_patients_and_identical_files():
+    frame = pd.DataFrame({"patient_id": ["a", "a", "b", "c"], "sha256": ["1", "2", "3", "3"],
+                          "split": ["train", "test", "train", "val"]})
+    report = data.check_leakage(frame)
+    assert report["patients_in_several_splits"] == 1
+    assert report["identical_files_in_several_splits"] == 1
+    with pytest.raises(ValueError, match="leakage between splits"):
+        data.assert_no_leakage(frame)
+
+
+def test_split_table_counts():
+    split = data.assign_splits(_synthetic_manifest(), seed=0)
+    table = data.split_table(split)
+    assert table.loc["total", "all"] == len(split)
+    assert table.loc["patients", "all"] == split["patient_id"].nunique()
+
+
+@pytest.mark.real_data
+def test_real_kermany_manifest_has_no_leakage(tmp_path):
+    require_shared(KERMANY224)
+    summary = data.build_manifest("binary", {"binary": {"source": "kermany", "root": str(KERMANY224)}},
+                                  seed=42, out_dir=tmp_path, progress=False)
+    assert summary["images"] == 5216 and summary["quarantined"] == 0
+    assert summary["per_class"] == {"NORMAL": 1341, "PNEUMONIA": 3875}
+    assert summary["leakage_patients"] == 0 and summary["leakage_identical_files"] == 0
+    manifest = data.load_manifest("binary", tmp_path)
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert manifest["duplicate_group"].ne("").sum() > 0  # the real data has exact duplicates

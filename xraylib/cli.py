@@ -1,0 +1,255 @@
+"""The ``xraylib`` command line: pipeline steps and model tools.
+
+``xraylib --help`` lists the commands; each has its own ``--help``. The
+framework commands (``evaluate``, ``predict``) import TensorFlow or PyTorch only
+after they know which one the model needs, never both in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from xraylib import config
+
+NOTEBOOKS = {
+    "explore": "01_explore.ipynb",
+    "preprocess": "02_preprocess.ipynb",
+    "train_binary": "03_train_binary.ipynb",
+    "train_multiclass": "04_train_multiclass.ipynb",
+    "gradcam": "05_gradcam.ipynb",
+}
+KAGGLE_DATASETS = {
+    "kermany": "paultimothymooney/chest-xray-pneumonia",
+    "covid_radiography": "tawsifurrahman/covid19-radiography-database",
+}
+PROFILES_DIR = config.PROJECT_ROOT / "profiles"
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from xraylib import synthetic
+
+    params = config.load_params(args.params)
+    spec = config.section(params, "synthesize")
+    out = config.resolve(args.out) if args.out else config.SYNTHETIC_DIR
+    for task in config.TASKS:
+        frame = synthetic.generate(out, task, image_size=int(spec["image_size"]),
+                                   difficulty=float(spec["difficulty"]), seed=int(params["seed"]),
+                                   overwrite=True)
+        print(f"synthetic {task}: {len(frame)} images of {frame['patient_id'].nunique()} patients -> {out}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from xraylib import data
+
+    params = config.load_params(args.params)
+    summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]),
+                                  out_dir=args.out)
+    config.ensure_dirs(config.METRICS_DIR)
+    metrics = {k: v for k, v in summary.items() if k not in ("warnings",)}
+    (config.METRICS_DIR / f"data_{args.task}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{args.task}: {summary['images']} images, {summary['patients']} patients, "
+          f"{summary['quarantined']} quarantined (see data/processed/{args.task}/quarantine.csv), "
+          f"leakage: {summary['leakage_patients']} patients / {summary['leakage_identical_files']} files")
+    for note in summary["warnings"]:
+        print(f"warning: {note}")
+    return 0
+
+
+def notebook_parameters(stage: str, params: dict, notebook: Path) -> dict:
+    """Values for a notebook's ``parameters`` cell, looked up in params.yaml.
+
+    Each parameter the notebook declares is taken from the stage's section, then
+    from the shared ``data`` section, then from the top level (``seed``).
+    """
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    scopes = [params.get(stage) or {}, params.get("data") or {}, params]
+    values = {}
+    for name in declared:
+        for scope in scopes:
+            if isinstance(scope, dict) and name in scope:
+                values[name] = scope[name]
+                break
+    return values
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    import papermill
+
+    if args.stage not in NOTEBOOKS:
+        raise SystemExit(f"unknown notebook stage {args.stage!r}; expected one of {list(NOTEBOOKS)}")
+    params = config.load_params(args.params)
+    source = config.NOTEBOOKS_DIR / NOTEBOOKS[args.stage]
+    target = config.REPORTS_DIR / "notebooks" / NOTEBOOKS[args.stage]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    values = notebook_parameters(args.stage, params, source)
+    papermill.execute_notebook(str(source), str(target), parameters=values, cwd=str(config.NOTEBOOKS_DIR),
+                               kernel_name=args.kernel, progress_bar=False, log_output=args.log)
+    print(f"executed {source.name} -> {config.relative_to_project(target)}")
+    return 0
+
+
+def profile_overrides(name: str) -> dict:
+    """Flattened ``{dotted.key: value}`` overrides of a named profile in ``profiles/``."""
+    import yaml
+
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {name!r} not found in {PROFILES_DIR}; available: {have}")
+    overrides = yaml.safe_load(path.read_text()) or {}
+
+    def flatten(node: dict, prefix: str = "") -> dict:
+        flat = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            flat.update(flatten(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
+        return flat
+
+    return flatten(overrides)
+
+
+def cmd_exp(args: argparse.Namespace) -> int:
+    overrides = profile_overrides(args.profile)
+    params = config.load_params()
+    for key in overrides:
+        config.section(params, key)  # fails early, naming the key, if the profile is stale
+    command = ["dvc", "exp", "run", *args.dvc_args]
+    for key, value in overrides.items():
+        command += ["-S", f"{key}={json.dumps(value)}"]
+    print(" ".join(command))
+    if args.dry_run:
+        return 0
+    return subprocess.call(command, cwd=config.PROJECT_ROOT)
+
+
+def download_command(dataset: str, out: Path) -> list[str]:
+    """The Kaggle CLI call that downloads ``dataset`` into ``out``."""
+    return ["kaggle", "datasets", "download", "-d", KAGGLE_DATASETS[dataset], "-p", str(out), "--unzip"]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Download a Kaggle dataset with kagglehub (needs internet and Kaggle credentials)."""
+    out = config.resolve(args.out) if args.out else config.RAW_DIR / args.dataset
+    try:
+        import kagglehub
+    except ImportError as err:  # pragma: no cover - kagglehub is a pinned dependency
+        raise SystemExit(f"kagglehub is not installed ({err}); run `make env` or pip install kagglehub") from err
+    try:
+        path = kagglehub.dataset_download(KAGGLE_DATASETS[args.dataset], output_dir=str(out))
+    except Exception as err:  # network, credentials, HTTP errors: all mean the same to the user
+        raise SystemExit(
+            f"could not download Kaggle dataset {KAGGLE_DATASETS[args.dataset]!r}: {type(err).__name__}: {err}\n"
+            "This needs internet access and Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/"
+            "KAGGLE_KEY). Alternatively download it in a browser from "
+            f"https://www.kaggle.com/datasets/{KAGGLE_DATASETS[args.dataset]}, unzip it and set "
+            f"data.<task>.root in params.yaml to the folder (source: {args.dataset})."
+        ) from err
+    print(f"downloaded to {path}; set data.<task>.source: {args.dataset} and data.<task>.root: {path}")
+    return 0
+
+
+def model_framework(model_path: Path) -> str:
+    """``keras`` for ``.keras`` files, ``torch`` for ``.pt``/``.pth`` checkpoints."""
+    if not model_path.exists():
+        raise FileNotFoundError(f"model file {model_path} not found; train it with `dvc repro` first")
+    suffix = model_path.suffix.lower()
+    if suffix == ".keras":
+        return "keras"
+    if suffix in (".pt", ".pth"):
+        return "torch"
+    raise ValueError(f"unknown model type {model_path.name!r}; expected a .keras (binary Keras) or .pt (PyTorch) file")
+
+
+def _framework_module(model_path: Path, kind: str):
+    import importlib
+
+    framework = model_framework(model_path)
+    return importlib.import_module(f"xraylib.{'tf' if framework == 'keras' else 'torch'}_{kind}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    module = _framework_module(model, "evaluate")
+    metrics = module.evaluate_folder(model, Path(args.data), Path(args.out), batch_size=args.batch_size)
+    print(json.dumps(metrics.get("summary", metrics), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    module = _framework_module(model, "evaluate")
+    inputs = [Path(p) for p in args.inputs]
+    result = module.predict_files(model, inputs, Path(args.output), cam_dir=Path(args.cam) if args.cam else None)
+    print(f"predicted {result['predicted']} image(s) -> {args.output}; skipped {len(result['skipped'])}")
+    for path, reason in result["skipped"]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0 if result["predicted"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xraylib", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=str(config.PARAMS_FILE), help="parameter file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synthesize", help="generate the synthetic demo data (binary and 4-class)")
+    p.add_argument("--out", help="output folder (default data/raw/synthetic)")
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("prepare", help="manifest, quarantine, patient-level splits and leakage check")
+    p.add_argument("task", choices=config.TASKS)
+    p.add_argument("--out", help="output folder (default data/processed/<task>)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("notebook", help="execute a numbered notebook with papermill and params.yaml")
+    p.add_argument("stage", choices=list(NOTEBOOKS))
+    p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
+    p.add_argument("--log", action="store_true", help="stream cell output to the terminal")
+    p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("exp", help="run `dvc exp run` with a named profile from profiles/")
+    p.add_argument("profile", help="profile name, e.g. kermany_cpu, kermany3_cpu, paper_gpu")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc command only")
+    p.add_argument("dvc_args", nargs="*", help="extra arguments for dvc exp run (after --)")
+    p.set_defaults(func=cmd_exp)
+
+    p = sub.add_parser("download", help="download a Kaggle dataset (needs internet and Kaggle credentials)")
+    p.add_argument("dataset", choices=list(KAGGLE_DATASETS))
+    p.add_argument("--out", help="output folder (default data/raw/<dataset>)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a class-per-folder image set")
+    p.add_argument("model", help="saved model: .keras (binary Keras) or .pt (PyTorch checkpoint)")
+    p.add_argument("data", help="folder with one subfolder per class (same class names as training)")
+    p.add_argument("--out", default="reports/external", help="output folder for metrics JSON and figures")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict class probabilities for images, a list or folders")
+    p.add_argument("model", help="saved model: .keras (binary Keras) or .pt (PyTorch checkpoint)")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--output", default="predictions.csv", help="CSV file to write (default predictions.csv)")
+    p.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays to DIR")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"xraylib {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
