@@ -95,6 +95,40 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def sync_outputs(stage: str) -> Path:
+    """Copy outputs of the executed ``reports/notebooks`` copy into ``notebooks/`` (for nbval).
+
+    Cells are matched by id; papermill's injected-parameters cell and its metadata
+    are dropped, so the committed notebook keeps its own ``parameters`` cell.
+    """
+    import nbformat
+
+    source = config.NOTEBOOKS_DIR / NOTEBOOKS[stage]
+    executed = config.REPORTS_DIR / "notebooks" / NOTEBOOKS[stage]
+    if not executed.is_file():
+        raise FileNotFoundError(f"{executed} not found; run `dvc repro {stage}` first")
+    nb = nbformat.read(source, as_version=4)
+    done = {c.get("id"): c for c in nbformat.read(executed, as_version=4).cells}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("id") in done:
+            cell.outputs = done[cell["id"]].get("outputs", [])
+            cell.execution_count = done[cell["id"]].get("execution_count")
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, source)
+    return source
+
+
+def cmd_sync_outputs(args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.stages) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"unknown notebook stage(s) {unknown}; expected some of {list(NOTEBOOKS)}")
+    for stage in args.stages or list(NOTEBOOKS):
+        print(f"updated outputs of {config.relative_to_project(sync_outputs(stage))}")
+    return 0
+
+
 def profile_overrides(name: str) -> dict:
     """Flattened ``{dotted.key: value}`` overrides of a named profile in ``profiles/``."""
     import yaml
@@ -212,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
     p.add_argument("--log", action="store_true", help="stream cell output to the terminal")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("sync-outputs", help="copy executed outputs from reports/notebooks into notebooks/ (for nbval)")
+    p.add_argument("stages", nargs="*", metavar="STAGE", help=f"notebook stages {list(NOTEBOOKS)} (default: all)")
+    p.set_defaults(func=cmd_sync_outputs)
 
     p = sub.add_parser("exp", help="run `dvc exp run` with a named profile from profiles/")
     p.add_argument("profile", help="profile name, e.g. kermany_cpu, kermany3_cpu, paper_gpu")

@@ -480,3 +480,49 @@ def load_manifest(task: str, processed_dir: str | Path | None = None) -> pd.Data
 def class_names(manifest: pd.DataFrame) -> list[str]:
     """Sorted class names: the label order (index = class id) used by every model."""
     return sorted(manifest["label"].unique().tolist())
+
+
+def load_summary(task: str, processed_dir: str | Path | None = None) -> dict:
+    """The ``summary.json`` the data stage wrote for ``task``."""
+    folder = config.resolve(processed_dir) if processed_dir else config.PROCESSED_DIR / task
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `dvc repro prepare_{task}` first")
+    return json.loads(path.read_text())
+
+
+def load_quarantine(task: str, processed_dir: str | Path | None = None) -> pd.DataFrame:
+    """Files the data stage left out, with the reason."""
+    folder = config.resolve(processed_dir) if processed_dir else config.PROCESSED_DIR / task
+    return pd.read_csv(folder / "quarantine.csv", keep_default_na=False)
+
+
+def sample_per_class(manifest: pd.DataFrame, n: int, seed: int = 0, split: str | None = None) -> pd.DataFrame:
+    """Up to ``n`` random rows per class (optionally from one split), reproducible from ``seed``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    frame = manifest if split is None else manifest[manifest["split"] == split]
+    parts = [group.sample(min(n, len(group)), random_state=seed) for _, group in frame.groupby("label", sort=True)]
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def patients_per_class(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Images, patients and images per patient for each class."""
+    grouped = manifest.groupby("label")
+    table = pd.DataFrame({"images": grouped.size(), "patients": grouped["patient_id"].nunique()})
+    table["images_per_patient"] = (table["images"] / table["patients"]).round(2)
+    table["max_images_one_patient"] = grouped["patient_id"].agg(lambda s: s.value_counts().max())
+    return table
+
+
+def duplicate_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Byte-identical files: one row per duplicate group with its size, classes and patients."""
+    dups = manifest[manifest["duplicate_group"] != ""]
+    if dups.empty:
+        return pd.DataFrame(columns=["files", "labels", "patients", "splits"])
+    return dups.groupby("duplicate_group").agg(
+        files=("path", "size"),
+        labels=("label", lambda s: ",".join(sorted(set(s)))),
+        patients=("patient_id", "nunique"),
+        splits=("split", lambda s: ",".join(sorted(set(s)))),
+    )

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xraylib import config
+
 RESIZE_MODES = ("pad", "stretch")
 EQUALIZE_MODES = ("none", "hist", "clahe")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm", ".dcm")
@@ -58,13 +60,13 @@ def to_gray_uint8(img: Image.Image) -> np.ndarray:
 
 
 def load_gray(path: str | Path) -> np.ndarray:
-    """Read an image file as 8-bit grayscale.
+    """Read an image file as 8-bit grayscale (relative paths are taken from the project root).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ImageReadError: the file is not a decodable image (corrupt, truncated, not an image).
     """
-    path = Path(path)
+    path = config.resolve(path)  # manifest paths are relative to the project root
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
     try:

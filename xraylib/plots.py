@@ -166,3 +166,43 @@ def plot_image_grid(images: list, titles: list[str], ncols: int = 4, overlays: l
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def plot_class_split_counts(manifest: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Bar chart of images per class, one bar per split, with counts on the bars."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    order = sorted(manifest["label"].unique())
+    hue_order = [s for s in ("train", "val", "test", "excluded") if s in set(manifest["split"])]
+    sns.countplot(data=manifest, x="label", hue="split", order=order, hue_order=hue_order, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=8)
+    ax.set(xlabel="class", ylabel="images", title=title)
+    return fig
+
+
+def plot_size_mode(manifest: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Image width x height scatter by class, and the count of each original PIL mode."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    sns.scatterplot(data=manifest, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0])
+    axes[0].set_title("original image size (pixels)")
+    sns.countplot(data=manifest, x="mode", hue="label", ax=axes[1])
+    axes[1].set_title("original image mode")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_intensity_histograms(before: list, after: list, titles: list[str]) -> plt.Figure:
+    """Pixel-intensity histograms per image: prepared uint8 (top) vs standardised (bottom)."""
+    n = len(before)
+    fig, axes = plt.subplots(2, n, figsize=(2.8 * n, 4.8), squeeze=False)
+    for i in range(n):
+        axes[0, i].hist(np.ravel(before[i]), bins=32, range=(0, 255), color="steelblue")
+        axes[0, i].set_title(titles[i], fontsize=8)
+        values = np.ravel(after[i])
+        axes[1, i].hist(values, bins=32, color="darkorange")
+        axes[1, i].set_title(f"mean {values.mean():.2f}, std {values.std():.2f}", fontsize=8)
+    axes[0, 0].set_ylabel("pixels (0-255)")
+    axes[1, 0].set_ylabel("pixels (standardised)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,132 @@
+"""Project wiring: environment files agree, framework-free imports, params <-> notebooks <-> dvc.yaml."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import papermill
+import pytest
+import yaml
+
+from xraylib import cli, config
+
+FRAMEWORK_FREE = ["xraylib", "xraylib.config", "xraylib.data", "xraylib.images", "xraylib.metrics",
+                  "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam"]
+
+
+def _pins(lines):
+    return {l.strip().lower() for l in lines if l.strip() and not l.strip().startswith("#")}
+
+
+def test_environment_yml_matches_requirements():
+    pip_pins = _pins((config.PROJECT_ROOT / "requirements.txt").read_text().splitlines())
+    env = yaml.safe_load((config.PROJECT_ROOT / "environment.yml").read_text())
+    conda_pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(conda_pip) == pip_pins
+    assert "python=3.11" in env["dependencies"]
+    assert all("==" in pin for pin in pip_pins), "every dependency is pinned"
+
+
+def test_framework_free_modules_import_no_framework():
+    modules = [m for m in FRAMEWORK_FREE if (config.PROJECT_ROOT / (m.replace(".", "/") + ".py")).exists()
+               or m == "xraylib"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print([f for f in ('tensorflow', 'keras', 'torch', 'torchvision') if f in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"framework imported by {modules}: {out.stdout}"
+
+
+def test_framework_modules_import_only_their_framework():
+    for path in sorted((config.PROJECT_ROOT / "xraylib").glob("*.py")):
+        text = path.read_text()
+        tf = re.search(r"^\s*(import|from) (tensorflow|keras)\b", text, re.M)
+        torch = re.search(r"^\s*(import|from) (torch|torchvision|pytorch_grad_cam)\b", text, re.M)
+        assert not (tf and torch), f"{path.name} imports both frameworks"
+        if tf:
+            assert path.name.startswith("tf_"), f"{path.name} imports TensorFlow but is not a tf_ module"
+        if torch:
+            assert path.name.startswith("torch_"), f"{path.name} imports torch but is not a torch_ module"
+
+
+@pytest.mark.parametrize("stage", list(cli.NOTEBOOKS))
+def test_notebook_parameters_exist_in_params(stage):
+    notebook = config.NOTEBOOKS_DIR / cli.NOTEBOOKS[stage]
+    if not notebook.exists():
+        pytest.skip(f"{notebook.name} not written yet")
+    params = config.load_params()
+    declared = papermill.inspect_notebook(str(notebook))
+    values = cli.notebook_parameters(stage, params, notebook)
+    missing = sorted(set(declared) - set(values))
+    assert not missing, f"{notebook.name} parameters not in params.yaml: {missing}"
+    for name, value in values.items():
+        default = declared[name]["default"]
+        assert yaml.safe_load(default) == value or default.strip("'\"") == str(value), (
+            f"{notebook.name}: parameter {name} default {default} differs from params.yaml {value!r}")
+
+
+def test_notebooks_have_house_shape():
+    for name in cli.NOTEBOOKS.values():
+        path = config.NOTEBOOKS_DIR / name
+        if not path.exists():
+            continue
+        nb = json.loads(path.read_text())
+        cells = nb["cells"]
+        assert cells[0]["cell_type"] == "markdown" and cells[0]["source"][0].startswith("# "), f"{name}: title first"
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{name}: exactly one parameters cell"
+        code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert not re.search(r"^\s*def ", code, re.M), f"{name}: functions belong in xraylib"
+        assert "!pip" not in code and "%pip" not in code
+        assert nb["metadata"]["kernelspec"]["name"] == "xraylib"
+
+
+def test_dvc_stages_share_names_with_params_and_notebooks():
+    stages = yaml.safe_load((config.PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    params = config.load_params()
+    for stage, spec in stages.items():
+        if stage in cli.NOTEBOOKS:
+            assert spec["cmd"] == f"xraylib notebook {stage}"
+            assert f"notebooks/{cli.NOTEBOOKS[stage]}" in spec["deps"]
+        for entry in spec.get("params", []):
+            key = entry if isinstance(entry, str) else next(iter(entry))
+            config.section(params, key)  # raises KeyError naming the key when absent
+
+
+def test_profiles_override_existing_keys():
+    params = config.load_params()
+    profiles = sorted(cli.PROFILES_DIR.glob("*.yaml"))
+    for path in profiles:
+        for key in cli.profile_overrides(path.stem):
+            config.section(params, key)
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(FileNotFoundError, match="available"):
+        cli.profile_overrides("no_such_profile")
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "missing.keras"), str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "m.onnx").write_text("x")
+    assert cli.main(["predict", str(tmp_path / "m.onnx"), str(tmp_path)]) == 2
+    assert "expected a .keras" in capsys.readouterr().err
+    bad = tmp_path / "p.yaml"
+    bad.write_text("seed: 1\n")
+    assert cli.main(["--params", str(bad), "prepare", "binary"]) == 2
+    assert "parameter 'data' is missing" in capsys.readouterr().err
+
+
+def test_download_fails_fast_with_instructions(tmp_path, monkeypatch, capsys):
+    import kagglehub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    with pytest.raises(SystemExit, match="needs internet access and Kaggle credentials"):
+        cli.main(["download", "kermany", "--out", str(tmp_path)])
+    assert cli.KAGGLE_DATASETS["kermany"] == "paultimothymooney/chest-xray-pneumonia"
