@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name xraylib --display-name "Python (xraylib)"
+	$(BIN)/xraylib install-kernel
 	$(BIN)/dvc config --local core.analytics false || true
 	touch $(STAMP)
 

@@ -47,13 +47,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from xraylib import data
 
     params = config.load_params(args.params)
-    summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]),
-                                  out_dir=args.out)
-    config.ensure_dirs(config.METRICS_DIR)
-    metrics = {k: v for k, v in summary.items() if k not in ("warnings",)}
-    (config.METRICS_DIR / f"data_{args.task}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    out_dir = config.resolve(args.out) if args.out else config.PROCESSED_DIR / args.task
+    summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]), out_dir=out_dir)
+    if not args.out:  # the pipeline's own run: publish the summary as DVC metrics
+        metrics = {k: v for k, v in summary.items() if k != "warnings"}
+        config.ensure_dirs(config.METRICS_DIR)
+        (config.METRICS_DIR / f"data_{args.task}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{args.task}: {summary['images']} images, {summary['patients']} patients, "
-          f"{summary['quarantined']} quarantined (see data/processed/{args.task}/quarantine.csv), "
+          f"{summary['quarantined']} quarantined (see {config.relative_to_project(out_dir / 'quarantine.csv')}), "
           f"leakage: {summary['leakage_patients']} patients / {summary['leakage_identical_files']} files")
     for note in summary["warnings"]:
         print(f"warning: {note}")
@@ -109,6 +110,10 @@ def sync_outputs(stage: str) -> Path:
         raise FileNotFoundError(f"{executed} not found; run `dvc repro {stage}` first")
     nb = nbformat.read(source, as_version=4)
     done = {c.get("id"): c for c in nbformat.read(executed, as_version=4).cells}
+    failed = [cid for cid, c in done.items() if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    if failed:
+        raise ValueError(f"{executed.name} has errors in cells {failed}; fix them and re-run `dvc repro {stage}` "
+                         "before copying its outputs")
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.get("id") in done:
             cell.outputs = done[cell["id"]].get("outputs", [])
@@ -126,6 +131,31 @@ def cmd_sync_outputs(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown notebook stage(s) {unknown}; expected some of {list(NOTEBOOKS)}")
     for stage in args.stages or list(NOTEBOOKS):
         print(f"updated outputs of {config.relative_to_project(sync_outputs(stage))}")
+    return 0
+
+
+def install_kernel(name: str = "xraylib", prefix: str | None = None) -> Path:
+    """Register this environment's Python as the Jupyter kernel the notebooks use.
+
+    The kernel does not capture file-descriptor output: TensorFlow's C++ start-up
+    logs (time-stamped, unaffected by TF_CPP_MIN_LOG_LEVEL in TF 2.21) then stay
+    in the terminal instead of making notebook outputs differ from run to run.
+    """
+    from ipykernel.kernelspec import install
+
+    path = Path(install(kernel_name=name, display_name=f"Python ({name})", prefix=prefix or sys.prefix))
+    spec_file = path / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    flag = "--IPKernelApp.capture_fd_output=False"
+    if flag not in spec["argv"]:
+        spec["argv"].append(flag)
+    spec.setdefault("env", {}).update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"})
+    spec_file.write_text(json.dumps(spec, indent=1) + "\n")
+    return path
+
+
+def cmd_install_kernel(args: argparse.Namespace) -> int:
+    print(f"installed kernel spec {args.name} in {install_kernel(args.name, args.prefix)}")
     return 0
 
 
@@ -246,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
     p.add_argument("--log", action="store_true", help="stream cell output to the terminal")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("install-kernel", help="register this environment as the notebooks' Jupyter kernel")
+    p.add_argument("--name", default="xraylib")
+    p.add_argument("--prefix", help="install prefix (default: this environment, sys.prefix)")
+    p.set_defaults(func=cmd_install_kernel)
 
     p = sub.add_parser("sync-outputs", help="copy executed outputs from reports/notebooks into notebooks/ (for nbval)")
     p.add_argument("stages", nargs="*", metavar="STAGE", help=f"notebook stages {list(NOTEBOOKS)} (default: all)")

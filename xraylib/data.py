@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from xraylib import config
 from xraylib.images import IMAGE_SUFFIXES, ImageReadError, inspect_image
