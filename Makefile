@@ -31,8 +31,10 @@ else
 endif
 
 # One pytest process per framework: TensorFlow and torch never share a process.
+# The data stages run first; nbval then executes notebooks 01-05 in order (05 reads
+# the models that 03 and 04 write), so each notebook runs once per test session.
 test: env
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro prepare_binary prepare_multiclass
 	$(MAKE) test-unit test-tf test-torch test-notebooks
 
 test-unit: env
