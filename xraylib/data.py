@@ -15,7 +15,7 @@ mode            PIL mode of the original file (``L``, ``RGB``, ``I;16`` ...)
 sha256          hash of the file bytes
 duplicate_group shared by byte-identical files ("" when unique)
 lesion_mask     ground-truth lesion mask (synthetic data only)
-lung_mask       lung mask shipped with the source (COVID-19 Radiography)
+lung_mask       lung mask (COVID-19 Radiography masks/, synthetic lung_masks/)
 split           train / val / test after :func:`assign_splits`
 ==============  ==============================================================
 
@@ -159,7 +159,7 @@ def _class_folders(source: str, root: Path) -> list[tuple[str, str, Path, Path |
     elif source == "covid_radiography":
         root = _find_root(root, "COVID-19_Radiography_Dataset")
         for class_dir in _subdirs(root):
-            if class_dir.name == "lesion_masks":
+            if class_dir.name in ("lesion_masks", "lung_masks"):
                 continue
             if class_dir.name not in COVID_CLASSES:
                 raise ValueError(
@@ -171,7 +171,7 @@ def _class_folders(source: str, root: Path) -> list[tuple[str, str, Path, Path |
             entries.append(("", class_dir.name, images if images.is_dir() else class_dir,
                             masks if masks.is_dir() else None))
     elif source == "folder":
-        top = [d for d in _subdirs(root) if d.name != "lesion_masks"]
+        top = [d for d in _subdirs(root) if d.name not in ("lesion_masks", "lung_masks")]
         if top and all(d.name.lower() in SPLITS for d in top):
             for split_dir in top:
                 entries += [(split_dir.name.lower(), c.name, c, None) for c in _subdirs(split_dir)]
@@ -248,7 +248,7 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
                     continue
             relative = path.relative_to(dataset_root)
             lesion = dataset_root / "lesion_masks" / relative
-            lung = mask_folder / path.name if mask_folder is not None else None
+            lung = mask_folder / path.name if mask_folder is not None else dataset_root / "lung_masks" / relative
             rows.append({
                 "path": shown,
                 "label": row_label,

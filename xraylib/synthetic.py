@@ -360,7 +360,7 @@ def generate(out_dir, task: str, *, n_patients: int | Mapping[str, int] | None =
                 if task == "binary":
                     split = "test" if j in test else "train"
                     rel = Path(split, label, f"{pid}_{k}.png")
-                    lung_rel = ""
+                    lung_rel = save(lung.astype(np.uint8) * 255, root / "lung_masks" / rel)
                 else:
                     split, name = "", f"{label}-{pid}_{k}.png"
                     rel = Path(label, "images", name)
@@ -375,6 +375,7 @@ def generate(out_dir, task: str, *, n_patients: int | Mapping[str, int] | None =
         f"with task={task!r}, n_patients={counts}, images_per_patient=({lo}, {hi}), "
         f"image_size={image_size}, difficulty={difficulty}, seed={seed}, test_fraction={test_fraction}.\n"
         "They carry no clinical information; do not use them for medical purposes.\n"
-        "Lesion masks (0/255) are under lesion_masks/ mirroring the image paths.\n")
+        "Lesion masks (0/255) are under lesion_masks/ mirroring the image paths; lung masks are under\n"
+        "lung_masks/ (binary layout) or <Class>/masks/ (COVID-19 Radiography layout).\n")
     return pd.DataFrame(rows, columns=["path", "label", "patient_id", "split", "lesion_mask",
                                        "lung_mask", "lesion_fraction"])

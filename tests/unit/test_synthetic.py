@@ -78,7 +78,7 @@ def test_generate_is_deterministic(tmp_path):
     df2 = generate(tmp_path / "b", "binary", seed=7, **kw)
     generate(tmp_path / "c", "binary", seed=8, **kw)
     h = {k: _hashes(tmp_path / k / "chest_xray") for k in "abc"}
-    assert h["a"] == h["b"] and len(h["a"]) == 2 * len(df1) + 1
+    assert h["a"] == h["b"] and len(h["a"]) == 3 * len(df1) + 1  # image, lesion mask, lung mask + README
     assert df1.equals(df2)
     assert h["a"] != h["c"]
 
@@ -96,7 +96,7 @@ def test_binary_layout(binary_ds):
     root = out / "chest_xray"
     assert list(df.columns) == ["path", "label", "patient_id", "split", "lesion_mask", "lung_mask",
                                 "lesion_fraction"]
-    assert {p.name for p in root.iterdir()} == {"train", "test", "lesion_masks", "SYNTHETIC_README.txt"}
+    assert {p.name for p in root.iterdir()} == {"train", "test", "lesion_masks", "lung_masks", "SYNTHETIC_README.txt"}
     for split in ("train", "test"):
         for label in CLASSES["binary"]:
             files = sorted((root / split / label).glob("*.png"))
@@ -112,7 +112,7 @@ def test_binary_layout(binary_ds):
         assert re.fullmatch(rf"chest_xray/(train|test)/{row.label}/synpat\d{{4}}_[12]\.png", row.path)
         assert Path(row.path).name.startswith(row.patient_id + "_")
         assert row.lesion_mask == "chest_xray/lesion_masks/" + row.path[len("chest_xray/"):]
-        assert row.lung_mask == ""
+        assert row.lung_mask == f"chest_xray/lung_masks/{row.path.split('chest_xray/', 1)[1]}"
         mask = _load(out / row.lesion_mask)
         assert mask.shape == _load(out / row.path).shape == (64, 64)
         assert set(np.unique(mask)) <= {0, 255}
