@@ -134,6 +134,14 @@ def cmd_sync_outputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_cards(args: argparse.Namespace) -> int:
+    from xraylib import model_card
+
+    for path in model_card.cards_from_metrics():
+        print(f"wrote {config.relative_to_project(path)}")
+    return 0
+
+
 def install_kernel(name: str = "xraylib", prefix: str | None = None) -> Path:
     """Register this environment's Python as the Jupyter kernel the notebooks use.
 
@@ -276,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
     p.add_argument("--log", action="store_true", help="stream cell output to the terminal")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("model-cards", help="write reports/model_cards/*.md from the metrics of the trained models")
+    p.set_defaults(func=cmd_model_cards)
 
     p = sub.add_parser("install-kernel", help="register this environment as the notebooks' Jupyter kernel")
     p.add_argument("--name", default="xraylib")

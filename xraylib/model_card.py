@@ -82,3 +82,59 @@ def write_model_card(name: str, model: dict, data_summary: dict, results: dict, 
     path = MODEL_CARDS_DIR / f"{name}.md"
     path.write_text(render_model_card(name, model, data_summary, results, notes))
     return path
+
+
+def _gradcam_note(gradcam: dict, name: str) -> list[str]:
+    overall = (gradcam.get("models", {}).get(name) or {}).get("overall")
+    if not overall:
+        return []
+    parts = [f"Grad-CAM on {overall.get('images')} test images"]
+    if overall.get("pointing_game") is not None:
+        parts.append(f"pointing game {overall['pointing_game']:.2f} (chance {overall['pointing_game_chance']:.2f})")
+    if overall.get("lung_energy") is not None:
+        parts.append(f"share of map inside the lungs {overall['lung_energy']:.2f} "
+                     f"(chance {overall['lung_energy_chance']:.2f})")
+    return ["; ".join(parts) + " (reports/metrics/gradcam.json)."]
+
+
+def cards_from_metrics(metrics_dir: Path | None = None) -> list[Path]:
+    """Write one card per trained model from the metrics the training and Grad-CAM notebooks wrote.
+
+    Reads ``binary.json``, ``multiclass.json``, ``gradcam.json`` and the data summaries in
+    ``reports/metrics``; a model whose metrics file is missing is skipped.
+    """
+    import json
+
+    folder = Path(metrics_dir) if metrics_dir else config.METRICS_DIR
+
+    def read(name: str) -> dict:
+        path = folder / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    gradcam, written = read("gradcam"), []
+    binary = read("binary")
+    if binary:
+        test = binary["test"]
+        points = {k: {m: v[m] for m in ("threshold", "accuracy", "sensitivity", "specificity", "precision", "f1")
+                      if m in v} for k, v in test.items() if isinstance(v, dict)}
+        written.append(write_model_card(
+            "binary", {"framework": "Keras/TensorFlow", **binary["model"], "thresholds": binary["threshold"]},
+            read("data_binary"),
+            {"headline": {k: test[k] for k in ("n", "roc_auc", "roc_auc_ci", "average_precision", "brier", "ece")
+                          if k in test}, "operating_points": points},
+            notes=["The decision threshold `youden_val` was chosen on the validation split (Youden's J) and is "
+                   "stored with the model; `original_0.75` is the original notebook's fixed threshold."]
+            + _gradcam_note(gradcam, "binary")))
+    multiclass = read("multiclass")
+    for run, result in multiclass.get("runs", {}).items():
+        test = result["test"]
+        per_class = {c: {m: v[m] for m in ("precision", "recall", "f1", "specificity", "support")}
+                     for c, v in test["per_class"].items()}
+        facts = {"framework": "PyTorch/torchvision", **{k: result[k] for k in
+                 ("arch", "step_lr", "epochs", "best_epoch", "best_val_loss") if k in result}}
+        written.append(write_model_card(
+            run, facts, read("data_multiclass"),
+            {"headline": {k: test[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_f1_ci",
+                                               "macro_auc_ovr", "ece") if k in test}, "per_class": per_class},
+            notes=_gradcam_note(gradcam, run)))
+    return written

@@ -22,3 +22,22 @@ def test_model_card_content_and_synthetic_warning(tmp_path, monkeypatch):
 def test_real_data_card_has_no_synthetic_banner():
     text = model_card.render_model_card("m", {}, {"synthetic": False, "classes": ["A"]}, {})
     assert "SYNTHETIC" not in text
+
+
+def test_cards_from_metrics(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(model_card, "MODEL_CARDS_DIR", tmp_path / "cards")
+    point = {"threshold": 0.5, "accuracy": 0.8, "sensitivity": 0.9, "specificity": 0.6, "precision": 0.8, "f1": 0.85}
+    (tmp_path / "binary.json").write_text(json.dumps({
+        "model": {"backbone": "small_cnn"}, "threshold": {"youden_val": 0.5},
+        "test": {"n": 10, "roc_auc": 0.9, "roc_auc_ci": [0.8, 0.95], "youden_val": point}}))
+    per_class = {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "specificity": 0.5, "support": 3} for c in "AB"}
+    (tmp_path / "multiclass.json").write_text(json.dumps({"runs": {"resnet18": {
+        "arch": "resnet18", "best_epoch": 2, "test": {"n": 6, "macro_f1": 0.5, "macro_f1_ci": [0.3, 0.7],
+                                                        "per_class": per_class}}}}))
+    (tmp_path / "data_binary.json").write_text(json.dumps({"synthetic": True, "classes": ["N", "P"]}))
+    paths = model_card.cards_from_metrics(tmp_path)
+    assert [p.name for p in paths] == ["binary.md", "resnet18.md"]
+    assert "| youden_val | 0.800 | 0.850 | 0.800 | 0.900 | 0.600 | 0.500 |" in paths[0].read_text()
+    assert "| A | 0.500 | 0.500 | 0.500 | 0.500 | 3 |" in paths[1].read_text()

@@ -1,0 +1,106 @@
+"""`xraylib predict` with the Keras binary model: happy path with Grad-CAM overlays and every reachable error path."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from xraylib import cli, config, tf_model, tf_train
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, tiny_class_names):
+    """A small CNN (32 px) saved as train_binary saves it: model.keras + model.json (threshold 0.5)."""
+    keras.utils.set_random_seed(0)
+    cfg = tf_train.TrainConfig(image_size=32, seed=0)
+    meta = tf_train.model_metadata(cfg, tiny_class_names, 0.5, resize_mode="stretch", equalize_method="none")
+    model = tf_model.build_model("small_cnn", 32, "none")
+    return tf_model.save_model(model, tmp_path_factory.mktemp("cli_model") / "model.keras", meta)
+
+
+def _odd_images(folder):
+    """Valid images in modes the predictor must convert, a corrupt file, a truncated JPEG and a text file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ramp = np.add.outer(np.arange(40), np.arange(48)).astype(np.float64)
+    Image.fromarray((ramp * 700).astype(np.uint16)).save(folder / "sixteen_bit.png")  # mode I;16
+    rgba = np.dstack([np.full((40, 48, 3), 120, np.uint8), (ramp * 2).clip(0, 255).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("P").save(folder / "palette.gif")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    good_jpeg = folder / "whole.jpg"
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).save(good_jpeg, quality=90)
+    (folder / "truncated.jpg").write_bytes(good_jpeg.read_bytes()[:200])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_help_lists_the_cam_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    assert "--cam DIR" in capsys.readouterr().out
+
+
+def test_predict_folder_with_odd_modes_bad_files_and_overlays(saved_model, tmp_path, capsys):
+    folder = _odd_images(tmp_path / "in")
+    missing = tmp_path / "missing.png"
+    csv, cams = tmp_path / "out" / "pred.csv", tmp_path / "cams"
+    code = cli.main(["predict", str(saved_model), str(folder), str(missing), "--output", str(csv), "--cam", str(cams)])
+    captured = capsys.readouterr()
+    assert code == 0
+    predicted = {"sixteen_bit.png", "rgba.png", "cmyk.jpg", "palette.gif", "whole.jpg"}
+    assert f"predicted {len(predicted)} image(s)" in captured.out and "skipped 4" in captured.out
+    for bad in ("broken.png", "truncated.jpg", "notes.txt", "missing.png"):
+        assert bad in captured.err
+    table = pd.read_csv(csv)
+    assert {p.split("/")[-1] for p in table["path"]} == predicted
+    np.testing.assert_allclose(table["probability_NORMAL"] + table["probability_PNEUMONIA"], 1.0, atol=1e-5)
+    index = pd.read_csv(cams / "cam_index.csv")
+    assert sorted(index["path"]) == sorted(table["path"])
+    assert list(index["predicted"]) == list(table.set_index("path").loc[index["path"], "predicted"])
+    for name in index["overlay"]:
+        with Image.open(cams / name) as overlay:
+            assert overlay.mode == "RGB" and overlay.size == (32, 32)  # the prepared image the model saw
+
+
+def test_only_bad_inputs_exit_1(saved_model, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"garbage")
+    assert cli.main(["predict", str(saved_model), str(bad), "--output", str(tmp_path / "p.csv"),
+                     "--cam", str(tmp_path / "cams")]) == 1
+    captured = capsys.readouterr()
+    assert "predicted 0 image(s)" in captured.out and "broken.png" in captured.err
+    assert not list(tmp_path.glob("cams/*.png"))
+
+
+def test_missing_model_or_settings_exit_2(saved_model, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((20, 20), 90, np.uint8)).save(image)
+    assert cli.main(["predict", str(tmp_path / "nope.keras"), str(image)]) == 2
+    assert "not found" in capsys.readouterr().err
+    lonely = tmp_path / "lonely.keras"
+    shutil.copy(saved_model, lonely)
+    assert cli.main(["predict", str(lonely), str(image), "--output", str(tmp_path / "p.csv")]) == 2
+    assert "model settings" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_original_resolution_kermany_images(saved_model, tmp_path, capsys):
+    source = config.shared_path("data", "kermany_val_original")
+    if source is None:
+        pytest.skip(f"real data not available: {config.SHARED_DIR / 'data' / 'kermany_val_original'} is absent")
+    folder = tmp_path / "val"
+    shutil.copytree(source, folder)
+    (folder / "NORMAL" / "corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    code = cli.main(["predict", str(saved_model), str(folder), "--output", str(tmp_path / "p.csv"),
+                     "--cam", str(tmp_path / "cams")])
+    captured = capsys.readouterr()
+    assert code == 0 and "predicted 16 image(s)" in captured.out and "skipped 1" in captured.out
+    assert "corrupt.jpeg" in captured.err
+    assert len(list((tmp_path / "cams").glob("*_cam.png"))) == 16

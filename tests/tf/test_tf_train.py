@@ -1,0 +1,101 @@
+"""Input pipeline and training: pixels, shuffling, determinism, the cached-feature path, the threshold rule."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from xraylib import images, metrics, tf_data, tf_evaluate, tf_train
+
+SIZE = 32
+
+
+def _datasets(manifest, class_names, seed=0):
+    tf_train.set_determinism(seed)  # the shuffle order depends on TensorFlow's global seed too
+    return tf_data.split_datasets(manifest, class_names, image_size=SIZE, resize_mode="stretch",
+                                  equalize_method="none", batch_size=8, seed=seed)
+
+
+def test_pipeline_yields_the_shared_preparation(tiny_manifest, tiny_class_names):
+    frame = tf_data.split_frame(tiny_manifest, "val")
+    ds = tf_data.image_dataset(frame["path"], tf_data.encode_labels(frame["label"], tiny_class_names),
+                               image_size=SIZE, resize_mode="pad", equalize_method="hist", batch_size=4)
+    x, y = next(iter(ds))
+    assert x.shape == (4, SIZE, SIZE, 1) and x.dtype.name == "float32"
+    for i in range(4):
+        expected = images.prepare(frame["path"].iloc[i], SIZE, "pad", "hist")
+        np.testing.assert_array_equal(x.numpy()[i, ..., 0], expected)
+    assert list(y.numpy()) == list(tf_data.encode_labels(frame["label"].iloc[:4], tiny_class_names))
+
+
+def test_training_order_is_shuffled_deterministically(tiny_manifest, tiny_class_names):
+    def order(seed):
+        ds = _datasets(tiny_manifest, tiny_class_names, seed)["train"]["dataset"]
+        return [np.concatenate([y.numpy() for _, y in ds]), np.concatenate([x.numpy().sum((1, 2, 3)) for x, _ in ds])]
+
+    a, b, c = order(1), order(1), order(2)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_labels_and_splits_are_checked(tiny_manifest):
+    with pytest.raises(ValueError, match="not among"):
+        tf_data.encode_labels(["NORMAL", "COVID"], ["NORMAL", "PNEUMONIA"])
+    with pytest.raises(ValueError, match="empty"):
+        tf_data.split_frame(tiny_manifest, "holdout")
+
+
+def test_same_seed_same_metrics(tiny_manifest, tiny_class_names):
+    cfg = tf_train.TrainConfig(image_size=SIZE, epochs=2, batch_size=8, seed=7)
+
+    def run():
+        data = _datasets(tiny_manifest, tiny_class_names, cfg.seed)
+        result = tf_train.train_binary(cfg, data)
+        test = tf_train.predict_proba(result.model, data["test"]["dataset"])
+        return result, metrics.binary_report(data["test"]["labels"], test, {"t": 0.5}, n_resamples=50)
+
+    (first, report1), (second, report2) = run(), run()
+    np.testing.assert_array_equal(first.val_probs, second.val_probs)
+    assert first.history.drop(columns="phase").equals(second.history.drop(columns="phase"))
+    assert report1 == report2
+
+
+def test_pretrained_backbone_cached_then_fine_tuned(tmp_path, tiny_manifest, tiny_class_names, capsys):
+    weights = tmp_path / "xception_notop.weights.h5"
+    keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3)).save_weights(weights)
+    cfg = tf_train.TrainConfig(backbone="xception", weights=str(weights), image_size=71, epochs=2,
+                               fine_tune_epochs=1, batch_size=8, tta="flip", imbalance="class_weight",
+                               label_smoothing=0.1, seed=1)
+    data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=71, resize_mode="stretch",
+                                  equalize_method="none", batch_size=8, seed=1)
+    result = tf_train.train_binary(cfg, data, log_csv=tmp_path / "log.csv")
+    out = capsys.readouterr().out
+    assert "cached frozen activations at 'block14_sepconv1'" in out
+    assert out.count("head      epoch") >= 1 and out.count("fine_tune epoch") == 1
+    assert result.info["trainable_from"] == "block14_sepconv1"
+    assert list(result.history["phase"]).count("fine_tune") == 1
+    assert (tmp_path / "log.csv").is_file()
+    assert result.val_probs.shape == (len(data["val"]["labels"]),)
+    # The cached path and the full model agree on validation (flip TTA included).
+    full = tf_train.predict_proba(result.model, data["val"]["dataset"], "flip")
+    np.testing.assert_allclose(full, result.val_probs, atol=2e-3)
+
+
+def test_threshold_rule_and_confusion_orientation():
+    y_val = np.array([0, 0, 0, 1, 1, 1, 1])
+    p_val = np.array([0.1, 0.2, 0.65, 0.6, 0.7, 0.8, 0.9])
+    # J = sensitivity + specificity - 1: 3/4 + 1 - 1 = 0.75 at 0.7, beats 1 + 2/3 - 1 at 0.6
+    threshold = metrics.youden_threshold(y_val, p_val)
+    assert threshold == pytest.approx(0.7)
+    cm = tf_evaluate.confusion(np.array([0, 0, 1, 1, 1]), np.array([0.9, 0.1, 0.8, 0.2, 0.75]), 0.75)
+    # rows = true (NORMAL, PNEUMONIA), columns = predicted; p >= threshold is PNEUMONIA
+    np.testing.assert_array_equal(cm, [[1, 1], [1, 2]])
+
+
+def test_config_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="train_binary.imbalance"):
+        tf_train.TrainConfig(imbalance="focal")
+    with pytest.raises(ValueError, match="train_binary.tta"):
+        tf_train.TrainConfig(tta="five_crop")
+    assert tf_train.TrainConfig.from_params({"epochs": 3, "n_bootstrap": 10}).epochs == 3

@@ -1,0 +1,130 @@
+"""Training: the six configured runs, checkpoints, and exact resumption after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from xraylib import config, torch_evaluate, torch_train
+from xraylib.torch_train import RunConfig, build_configs, train
+
+
+class Interrupted(Exception):
+    """Stands in for a kill / power cut in the middle of an epoch."""
+
+
+def stop_at(epoch: int, batch: int):
+    def hook(current_epoch, index):
+        if (current_epoch, index) == (epoch, batch):
+            raise Interrupted(f"stopped in epoch {epoch} after batch {batch}")
+    return hook
+
+
+def _assert_same_weights(path_a, path_b):
+    a = torch.load(path_a, weights_only=True)["model_state"]
+    b = torch.load(path_b, weights_only=True)["model_state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def test_params_define_the_six_original_runs():
+    configs = torch_train.configs_from_params(config.load_params())
+    assert [(c.arch, c.step_lr) for c in configs] == [
+        ("densenet121", False), ("densenet121", True), ("resnet18", False), ("resnet18", True),
+        ("resnet50", False), ("squeezenet", False)]
+    assert len({c.name for c in configs}) == 6
+    assert {c.batch_size for c in configs} == {20} and {c.learning_rate for c in configs} == {0.0001}
+
+
+def test_build_configs_selects_and_validates():
+    runs = [{"name": "a", "arch": "resnet18"}, {"name": "b", "arch": "squeezenet", "step_lr": True}]
+    assert [c.name for c in build_configs(runs, ["b"], epochs=2)] == ["b"]
+    assert build_configs(runs, [], epochs=2)[1].step_lr is True
+    with pytest.raises(ValueError, match=r"run_names \['c'\] are not in"):
+        build_configs(runs, ["c"])
+    with pytest.raises(ValueError, match="duplicate run name 'a'"):
+        build_configs(runs + [{"name": "a", "arch": "resnet50"}])
+    with pytest.raises(ValueError, match="must be a mapping with 'name' and 'arch'"):
+        build_configs([{"arch": "resnet18"}])
+    with pytest.raises(ValueError, match="unknown train_multiclass setting"):
+        build_configs(runs, optimizer="sgd")
+    with pytest.raises(ValueError, match="write 0.0001, not 1e-4"):
+        build_configs(runs, learning_rate="1e-4")
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        build_configs([{"name": "v", "arch": "vgg16"}])
+
+
+@pytest.mark.parametrize("num_workers,weighted,step_lr", [(0, False, True), (2, True, False)])
+def test_interrupted_run_resumes_to_the_same_result(tiny_manifest, tmp_path, num_workers, weighted, step_lr):
+    cfg = RunConfig(name="resume", arch="squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=num_workers,
+                    weighted_sampler=weighted, step_lr=step_lr, step_size=1, learning_rate=0.0005, seed=5)
+    full = train(cfg, tiny_manifest, tmp_path / "full", verbose=False)
+
+    with pytest.raises(Interrupted):
+        train(cfg, tiny_manifest, tmp_path / "cut", on_batch_end=stop_at(2, 2), verbose=False)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 1
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1
+
+    resumed = train(cfg, tiny_manifest, tmp_path / "cut", verbose=False)
+    assert resumed.resumed_from_epoch == 1
+    pd.testing.assert_frame_equal(resumed.history, full.history)
+    assert (resumed.best_epoch, resumed.best_val_loss) == (full.best_epoch, full.best_val_loss)
+    _assert_same_weights(full.last_path, resumed.last_path)
+    _assert_same_weights(full.best_path, resumed.best_path)
+    report_full, _ = torch_evaluate.evaluate_split(full.best_path, tiny_manifest, n_resamples=20)
+    report_resumed, _ = torch_evaluate.evaluate_split(resumed.best_path, tiny_manifest, n_resamples=20)
+    assert json.dumps(report_full, sort_keys=True) == json.dumps(report_resumed, sort_keys=True)  # NaN-safe
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cut" / "history.csv"),
+                                  pd.read_csv(tmp_path / "full" / "history.csv"))
+
+
+def test_checkpoints_history_and_rerun(tiny_manifest, tmp_path, capsys):
+    cfg = RunConfig(name="ckpt", arch="resnet18", epochs=2, batch_size=6, image_size=32, num_workers=0,
+                    learning_rate=0.001, seed=1)
+    result = train(cfg, tiny_manifest, tmp_path / "ckpt")
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all("val_loss" in line for line in printed)
+    history = pd.read_csv(tmp_path / "ckpt" / "history.csv")
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+    assert result.best_epoch == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    best = torch.load(result.best_path, weights_only=True)
+    assert best["class_names"] == ["BACTERIA", "NORMAL", "VIRUS"]
+    assert (best["arch"], best["image_size"], best["resize"], best["equalize"]) == ("resnet18", 32, "stretch", "none")
+    assert best["epoch"] == result.best_epoch and best["val_loss"] == pytest.approx(result.best_val_loss)
+
+    # A finished run is reloaded, not retrained, and prints the same lines.
+    again = train(cfg, tiny_manifest, tmp_path / "ckpt", on_batch_end=stop_at(1, 0))
+    assert capsys.readouterr().out.splitlines() == printed
+    pd.testing.assert_frame_equal(again.history, result.history)
+
+    # More epochs continue the same run; other settings start afresh.
+    longer = train(RunConfig(**{**cfg.__dict__, "epochs": 3}), tiny_manifest, tmp_path / "ckpt", verbose=False)
+    assert longer.resumed_from_epoch == 2 and len(longer.history) == 3
+    for changed in ({"learning_rate": 0.01}, {"epochs": 2}):  # other settings, or fewer epochs than done
+        with pytest.raises(Interrupted):
+            train(RunConfig(**{**longer.config.__dict__, **changed}), tiny_manifest, tmp_path / "ckpt",
+                  on_batch_end=stop_at(1, 0), verbose=False)
+    assert not (tmp_path / "ckpt" / "best.pt").exists(), "a fresh run drops the previous best checkpoint"
+
+
+def test_cli_entry_point_trains_on_a_manifest_folder(tiny_manifest, tmp_path, capsys):
+    manifest_dir = tmp_path / "manifest"
+    manifest_dir.mkdir()
+    tiny_manifest.to_csv(manifest_dir / "manifest.csv", index=False)
+    params = config.load_params()
+    params["train_multiclass"].update(image_size=32, epochs=1, num_workers=0, batch_size=6, n_resamples=20)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code = torch_train.main(["--params", str(path), "--manifest-dir", str(manifest_dir), "--out",
+                             str(tmp_path / "out"), "--runs", "squeezenet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "macro-F1" in out and "best_val_loss" in out
+    document = (tmp_path / "out" / "metrics.json").read_text()
+    assert '"squeezenet"' in document and '"per_class"' in document
+    assert (tmp_path / "out" / "squeezenet" / "best.pt").is_file()

@@ -1,0 +1,362 @@
+"""Grad-CAM for the Keras binary model, written with ``tf.GradientTape``.
+
+For a batch of prepared grey images and one class per image:
+
+1. one forward pass returns the activations ``A`` of the target layer (the
+   backbone's last convolutional activation, :func:`target_layer_name`, e.g.
+   ``block14_sepconv2_act`` for Xception or ``conv_7b_ac`` for InceptionResNetV2)
+   and the class score;
+2. the tape gives ``dS/dA``; :func:`xraylib.gradcam.cam_from_activations` turns
+   both into ``ReLU(sum_k mean(dS/dA_k) A_k)``, which
+   :func:`xraylib.gradcam.upsample_cam` scales to [0, 1] at the image size.
+
+The class score ``S`` is taken before the output activation, as in the Grad-CAM
+paper: for a ``Dense(1, sigmoid)`` head, ``S = z`` (the logit) for the positive
+class and ``S = -z`` for the negative one (``sigmoid(-z) = 1 - p``), so a
+saturated probability never zeroes the gradient.
+
+Models: :func:`xraylib.tf_model.build_model` returns one flat functional model,
+whose layers are all reachable with ``model.get_layer``; then a "grad model" from
+the model inputs to ``[target activation, head input]`` is built directly.
+Keras 3 cannot build such a model when the target sits in a NESTED backbone
+(e.g. ``Sequential([InceptionResNetV2(...), GlobalAveragePooling2D(), Dense(1)])``
+as in the original notebook): then the outer model must be a chain of layers;
+the backbone is replaced by a sub-model returning ``[target, backbone output]``
+and the chain is run layer by layer (checked once against ``model(x)``; a model
+that is not a chain, e.g. with a skip connection around the backbone, is
+refused with a ``ValueError``).
+
+Command line (used by notebook 05 through
+:func:`xraylib.gradcam.run_keras_cams`, so the notebook never imports TensorFlow)::
+
+    python -m xraylib.tf_gradcam models/binary/model.keras --images images.csv --out cams.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xraylib import config, gradcam, images, tf_model, tf_train
+
+SCORE_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+# --------------------------------------------------------------------------- layers
+
+def _find(model: keras.Model, name: str) -> tuple[keras.layers.Layer, list[keras.Model]] | None:
+    """``(layer, chain of nested models holding it)``; ``None`` when absent (depth-first, any nesting)."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer, []
+        if isinstance(layer, keras.Model):
+            found = _find(layer, name)
+            if found is not None:
+                return found[0], [layer, *found[1]]
+    return None
+
+
+def _is_spatial(layer: keras.layers.Layer) -> bool:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        return False
+    return len(shape) == 4 and not isinstance(layer, keras.layers.InputLayer)
+
+
+def target_layer_name(model: keras.Model) -> str:
+    """The Grad-CAM layer: the backbone's last convolutional activation.
+
+    For models of :func:`xraylib.tf_model.build_model` this is
+    :func:`xraylib.tf_model.last_conv_layer_name` (e.g. ``conv_7b_ac`` for
+    InceptionResNetV2); any other model gets its known last-conv layer (also
+    inside a nested backbone) or else its last layer with a 4-D output.
+
+    Raises:
+        ValueError: the model has no spatial (4-D) layer.
+    """
+    try:
+        tf_model.backbone_of(model)
+        return tf_model.last_conv_layer_name(model)
+    except ValueError:
+        pass
+    for name in tf_model.LAST_CONV_LAYERS.values():
+        if _find(model, name) is not None:
+            return name
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            try:
+                return target_layer_name(layer)
+            except ValueError:
+                continue
+        if _is_spatial(layer) and not layer.name.startswith(("augment", "image")):
+            return layer.name
+    raise ValueError(f"model {model.name!r} has no convolutional (4-D) layer to take Grad-CAM from")
+
+
+def _score_head(model: keras.Model) -> keras.layers.Dense | None:
+    """The final ``Dense`` layer when its activation is sigmoid/softmax (its logits are the class scores)."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") in SCORE_ACTIVATIONS:
+        return last
+    return None
+
+
+class GradCam:
+    """Grad-CAM of a Keras classifier at one layer.
+
+    Args:
+        model: a Keras model with one image input and one output: ``(N, 1)``
+            sigmoid probability of class 1, or ``(N, C)`` class probabilities.
+        layer_name: target layer (default :func:`target_layer_name`); may lie in a nested backbone.
+
+    Raises:
+        ValueError: unknown layer, or a nested layer in a model that is not a chain of layers.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str | None = None):
+        self.model = model
+        self.layer_name = layer_name or target_layer_name(model)
+        found = _find(model, self.layer_name)
+        if found is None:
+            raise ValueError(f"model {model.name!r} has no layer {self.layer_name!r}")
+        self.layer, nesting = found
+        self.head = _score_head(model)
+        head_input = self.head.input if self.head is not None else model.outputs[0]
+        self.nested = bool(nesting)
+        if not self.nested:
+            self.grad_model = keras.Model(model.inputs, [self.layer.output, head_input, model.outputs[0]])
+        else:
+            self.container = nesting[0]  # the top-level layer that holds the target
+            inner = nesting[0]
+            self.inner = keras.Model(inner.inputs, [_find(inner, self.layer_name)[0].output, inner.output])
+            self.chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+            self._check_chain()
+
+    @property
+    def map_size(self) -> list[int]:
+        """Height and width of the target layer's output (the map's resolution before upsampling)."""
+        return [int(d) for d in self.layer.output.shape[1:3]]
+
+    def _forward(self, x):
+        """``(activations, scores input, probabilities)`` for a batch, recorded by an enclosing tape."""
+        if not self.nested:
+            return self.grad_model(x, training=False)
+        h, acts, head_in = x, None, None
+        for layer in self.chain:
+            if layer is self.head:
+                head_in = h
+            if layer is self.container:
+                acts, h = self.inner(h, training=False)
+            else:
+                h = layer(h, training=False)
+        return acts, (head_in if self.head is not None else h), h
+
+    def _check_chain(self) -> None:
+        """Raise ``ValueError`` unless running the layers one after the other reproduces the model."""
+        shape = [1 if d is None else int(d) for d in self.model.inputs[0].shape]
+        x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+        problem = ""
+        try:
+            chained = keras.ops.convert_to_numpy(self._forward(x)[2])
+            reference = keras.ops.convert_to_numpy(self.model(x, training=False))
+            if chained.shape != reference.shape or not np.allclose(chained, reference, atol=1e-4):
+                problem = "running its layers one after the other gives other outputs"
+        except Exception as err:  # a layer fed the wrong tensor fails in backend-specific ways
+            problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if problem:
+            raise ValueError(f"Grad-CAM layer {self.layer_name!r} lies in the nested model {self.container.name!r} "
+                             f"of {self.model.name!r}, which is not a chain of layers ({problem}); build the model "
+                             "flat (backbone with input_tensor=, as xraylib.tf_model.build_model) or pass a layer "
+                             "of the outer model")
+
+    def _scores(self, head_in, probs, classes):
+        """Per-image class score before the output activation (see the module docstring)."""
+        classes = tf.constant(np.asarray(classes, dtype=np.int32))
+        if self.head is not None:
+            logits = tf.matmul(head_in, self.head.kernel)
+            if self.head.use_bias:
+                logits = logits + self.head.bias
+        else:  # no recognisable head: use the probabilities themselves
+            logits = probs
+        if logits.shape[-1] == 1:
+            z = logits[:, 0]
+            if self.head is None:  # probability of class 1 -> score of class 0 is 1 - p
+                return tf.where(classes == 1, z, 1.0 - z)
+            return tf.where(classes == 1, z, -z)
+        return tf.gather(logits, classes, axis=1, batch_dims=1)
+
+    def activations_and_gradients(self, batch: np.ndarray, classes: Sequence[int]):
+        """``(activations, gradients, probabilities)`` as numpy arrays for one batch.
+
+        Args:
+            batch: ``(N, S, S)`` or ``(N, S, S, 1)`` images, 0..255.
+            classes: the class index whose score is explained, one per image.
+        """
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        if len(classes) != len(x):
+            raise ValueError(f"need one class per image, got {len(classes)} classes for {len(x)} images")
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            acts, head_in, probs = self._forward(x)
+            scores = self._scores(head_in, probs, classes)
+        grads = tape.gradient(scores, acts)
+        return acts.numpy(), grads.numpy(), keras.ops.convert_to_numpy(probs)
+
+    def __call__(self, batch: np.ndarray, classes: Sequence[int],
+                 batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Maps of ``classes`` for ``batch``: ``(cams (N, S, S) float32 in [0, 1], probabilities)``."""
+        batch = np.asarray(batch)
+        size = batch.shape[1:3]
+        cams, probs = [], []
+        for start in range(0, len(batch), batch_size):
+            acts, grads, p = self.activations_and_gradients(batch[start:start + batch_size],
+                                                            list(classes[start:start + batch_size]))
+            cams += [gradcam.upsample_cam(c, size) for c in gradcam.cam_from_activations(acts, grads)]
+            probs.append(p)
+        if not cams:
+            return np.zeros((0, *size), np.float32), np.zeros((0, 1), np.float32)
+        return np.stack(cams), np.concatenate(probs)
+
+
+# --------------------------------------------------------------------------- model settings and predictions
+
+def model_settings(model: keras.Model, meta: dict) -> dict:
+    """Image preparation, class names and threshold of a saved model (sidecar JSON, with fallbacks)."""
+    size = meta.get("image_size") or model.input_shape[1]
+    return {
+        "image_size": int(size),
+        "resize": meta.get("resize", "stretch"),
+        "equalize": meta.get("equalize", "none"),
+        "class_names": list(meta.get("class_names", ["NORMAL", "PNEUMONIA"])),
+        "threshold": float(meta.get("threshold", 0.5)),
+    }
+
+
+def class_probabilities(output: np.ndarray) -> np.ndarray:
+    """``(N, 1)`` sigmoid output -> ``(N, 2)`` ``[1 - p, p]``; ``(N, C)`` unchanged."""
+    output = np.asarray(output, dtype=np.float64)
+    return np.concatenate([1.0 - output, output], axis=1) if output.shape[1] == 1 else output
+
+
+def predicted_classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Binary: class 1 when ``p >= threshold``; more classes: arg-max."""
+    probs = np.asarray(probs)
+    return (probs[:, 1] >= threshold).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1).astype(np.int64)
+
+
+def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labels: Sequence[str] | None = None, *,
+                      name: str = "binary", batch_size: int = 16) -> gradcam.CamSet:
+    """Prepare images as in training, predict, and compute the maps of the predicted and the true class.
+
+    Args:
+        model, meta: from :func:`xraylib.tf_model.load_model`.
+        paths: image files (relative paths are taken from the project root).
+        labels: true class names (or ``None`` / empty strings when unknown).
+        name: name of the set (the model's name in reports).
+        batch_size: images per forward/backward pass.
+    """
+    settings = model_settings(model, meta)
+    names = settings["class_names"]
+    size = settings["image_size"]
+    if not len(paths):
+        raise ValueError("no images given; expected at least one image path")
+    prepared = np.stack([images.prepare(p, size, settings["resize"], settings["equalize"]) for p in paths])
+    labels = list(labels) if labels is not None else [""] * len(paths)
+    unknown = sorted({lab for lab in labels if lab and lab not in names})
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of the model {names}")
+    y_true = np.array([names.index(lab) if lab else -1 for lab in labels], dtype=np.int64)
+    cam = GradCam(model)
+    if model.outputs[0].shape[-1] == 1:  # the binary model, with its stored test-time augmentation
+        probs = class_probabilities(tf_train.predict_proba(model, prepared, meta.get("tta", "none"))[:, None])
+    else:
+        probs = class_probabilities(model.predict(prepared.astype(np.float32)[..., None], verbose=0))
+    y_pred = predicted_classes(probs, settings["threshold"])
+    cam_pred, _ = cam(prepared, y_pred, batch_size)
+    cam_true = cam_pred.copy()
+    redo = np.flatnonzero((y_true >= 0) & (y_true != y_pred))
+    if len(redo):
+        cam_true[redo] = cam(prepared[redo], y_true[redo], batch_size)[0]
+    cam_true[y_true < 0] = 0.0
+    info = {"framework": "keras", "target_layer": cam.layer_name, "map_size": cam.map_size, **settings}
+    return gradcam.CamSet(name, names, [str(p) for p in paths], prepared, y_true, y_pred, probs, cam_true, cam_pred,
+                          info)
+
+
+# --------------------------------------------------------------------------- predictor overlays
+
+def save_overlays(model: keras.Model, items: Sequence, cam_dir: str | Path, colormap: str = "jet"):
+    """Write Grad-CAM overlays of the predicted class for ``xraylib predict --cam DIR``.
+
+    Args:
+        model: the loaded Keras model.
+        items: one entry per predicted image, either a dict with ``path`` and ``image``
+            (prepared uint8 ``(S, S)``, exactly what the model saw) plus optionally
+            ``predicted`` (class index), ``label`` (class name) and ``probability``; or a
+            ``(path, image)`` pair. Without ``predicted`` the class is the model's own
+            prediction at threshold 0.5.
+        cam_dir: output folder: ``<image stem>_cam.png`` per image and ``cam_index.csv``.
+        colormap: see :func:`xraylib.gradcam.apply_mask`.
+
+    Returns:
+        The index table written to ``cam_index.csv``.
+    """
+    records = [dict(item) if isinstance(item, dict) else {"path": item[0], "image": item[1]} for item in items]
+    if not records:
+        return gradcam.write_overlays([], cam_dir, colormap)
+    batch = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
+    if any("predicted" not in r for r in records):
+        probs = class_probabilities(model.predict(batch.astype(np.float32)[..., None], verbose=0))
+        for r, p in zip(records, probs):
+            if "predicted" not in r:
+                r["predicted"] = int(predicted_classes(p[None])[0])
+                r.setdefault("probability", float(p[r["predicted"]]))
+    classes = [int(r["predicted"]) for r in records]
+    cams, _ = GradCam(model)(batch, classes)
+    for record, cam in zip(records, cams):
+        record["cam"] = cam
+        record.setdefault("label", str(record["predicted"]))
+    return gradcam.write_overlays(records, cam_dir, colormap)
+
+
+# --------------------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the Grad-CAM maps of a saved Keras model on a list of images to an ``.npz`` file."""
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(prog="python -m xraylib.tf_gradcam", description=main.__doc__)
+    parser.add_argument("model", help="saved model (.keras, with its .json sidecar)")
+    parser.add_argument("--images", required=True, help="CSV with a 'path' column and optionally 'label'")
+    parser.add_argument("--out", required=True, help=".npz file to write (xraylib.gradcam.save_camset)")
+    parser.add_argument("--name", default="binary", help="name of the model in reports (default: binary)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    tf.config.experimental.enable_op_determinism()  # same maps on every run (the notebook's outputs are compared)
+    try:
+        table = pd.read_csv(args.images, keep_default_na=False)
+        if "path" not in table.columns:
+            raise ValueError(f"{args.images} has no 'path' column (columns: {list(table.columns)})")
+        labels = table["label"].astype(str).tolist() if "label" in table.columns else None
+        model, meta = tf_model.load_model(args.model)
+        camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=args.name,
+                                   batch_size=args.batch_size)
+        gradcam.save_camset(camset, config.resolve(args.out))
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"xraylib.tf_gradcam: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Training of the binary Keras model: loss choice, phases, callbacks, feature caching.
+
+Two ways to train, chosen by the weights:
+
+* **From scratch** (``weights: none``, e.g. ``small_cnn``): the whole model is
+  fitted on the image datasets; the augmentation layers are active.
+* **Pretrained backbone** (``weights: imagenet`` or a local file): phase ``head``
+  trains only the classifier on a frozen backbone; the optional phase
+  ``fine_tune`` then unfreezes the backbone from ``fine_tune_at`` on (batch
+  normalisation stays frozen, as usual for fine-tuning) at a lower learning rate.
+  With ``cache_features: true`` the frozen part runs ONCE per image: its
+  activations at the cut are kept in memory (float16) and every epoch costs only
+  the trainable top, which makes CPU training feasible. The price: image
+  augmentation cannot act on cached activations (it is applied only when
+  ``cache_features: false``, the GPU recipe).
+
+Callbacks in every phase: early stopping, reduce-LR-on-plateau, a best-on-validation
+checkpoint (restored at the end of the phase), a CSV log and one progress line
+per epoch. :func:`set_determinism` makes two runs on one CPU identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from xraylib import tf_model
+from xraylib.tf_layers import WeightedBinaryCrossentropy, class_frequency_weights
+
+IMBALANCE = ("weighted_loss", "class_weight", "none")
+TTA_MODES = ("none", "flip")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the ``train_binary`` section of params.yaml)."""
+
+    backbone: str = "small_cnn"
+    weights: str = "none"
+    image_size: int = 64
+    input_norm: str = "auto"
+    batch_size: int = 32
+    epochs: int = 8
+    learning_rate: float = 1e-3
+    fine_tune_epochs: int = 0
+    fine_tune_at: str = "auto"
+    fine_tune_learning_rate: float = 1e-4
+    cache_features: bool = True
+    dropout: float = 0.3
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    imbalance: str = "weighted_loss"
+    monitor: str = "val_loss"
+    early_stopping_patience: int = 3
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    augment_flip: str = "horizontal"
+    augment_rotation: float = 0.1
+    augment_zoom: float = 0.1
+    augment_contrast: float = 0.0
+    augment_brightness: float = 0.0
+    tta: str = "none"
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.imbalance not in IMBALANCE:
+            raise ValueError(f"train_binary.imbalance must be one of {IMBALANCE}, got {self.imbalance!r}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"train_binary.tta must be one of {TTA_MODES}, got {self.tta!r}")
+        if self.monitor not in ("val_loss", "val_auc"):
+            raise ValueError(f"train_binary.monitor must be 'val_loss' or 'val_auc', got {self.monitor!r}")
+        for name in ("epochs", "fine_tune_epochs", "batch_size"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (1 if name != "fine_tune_epochs" else 0):
+                raise ValueError(f"train_binary.{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    @property
+    def augment(self) -> dict:
+        """Factors for :func:`xraylib.tf_layers.augmentation_layers`."""
+        return {"flip": self.augment_flip, "rotation": self.augment_rotation, "zoom": self.augment_zoom,
+                "contrast": self.augment_contrast, "brightness": self.augment_brightness}
+
+    @property
+    def pretrained(self) -> bool:
+        return tf_model.resolve_weights(self.weights) is not None
+
+    @classmethod
+    def from_params(cls, section: dict, **overrides) -> "TrainConfig":
+        """Build from a params dict, ignoring keys that are not training settings."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in {**section, **overrides}.items() if k in names}
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_binary` returns."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    class_weights: dict
+    val_probs: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def set_determinism(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TF ops deterministic (same run twice = same numbers on CPU)."""
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Print one rounded line per epoch (no timings, so notebook outputs are reproducible)."""
+
+    def __init__(self, phase: str, epochs: int):
+        super().__init__()
+        self.phase = phase
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+        def part(prefix):
+            return "  ".join(f"{prefix}{k} {logs[prefix + k]:.3f}" for k in ("loss", "auc", "accuracy")
+                             if prefix + k in logs)
+
+        print(f"{self.phase:<9} epoch {epoch + 1:>2}/{self.epochs}  {part('')} | {part('val_')} | lr {lr:.1e}",
+              flush=True)
+
+
+def make_loss(imbalance: str, weights: dict, label_smoothing: float = 0.0):
+    """``(loss, class_weight)`` for an imbalance strategy (see :data:`IMBALANCE`)."""
+    if imbalance == "weighted_loss":
+        return WeightedBinaryCrossentropy(weights["pos_weight"], weights["neg_weight"], label_smoothing), None
+    loss = keras.losses.BinaryCrossentropy(label_smoothing=float(label_smoothing))
+    return loss, (weights["class_weight"] if imbalance == "class_weight" else None)
+
+
+def _compile(model: keras.Model, learning_rate: float, loss) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)), loss=loss,
+                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+
+
+def _callbacks(cfg: TrainConfig, phase: str, epochs: int, checkpoint: Path, log_csv: Path | None, append: bool):
+    mode = "min" if cfg.monitor == "val_loss" else "max"
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=int(cfg.early_stopping_patience)),
+        keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode, factor=float(cfg.reduce_lr_factor),
+                                          patience=int(cfg.reduce_lr_patience), min_lr=1e-6),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=cfg.monitor, mode=mode, save_best_only=True,
+                                        save_weights_only=True),
+        EpochLine(phase, epochs),
+    ]
+    if log_csv is not None:
+        callbacks.append(keras.callbacks.CSVLogger(str(log_csv), append=append))
+    return callbacks
+
+
+def _history_frame(history: keras.callbacks.History, phase: str, first_epoch: int) -> pd.DataFrame:
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(first_epoch + 1, first_epoch + 1 + len(frame)))
+    frame.insert(1, "phase", phase)
+    return frame
+
+
+def flip_images(x):
+    """Mirror a batch of images left-right (the test-time augmentation view)."""
+    return tf.reverse(x, axis=[2])
+
+
+def _views(tta: str):
+    return [lambda x: x] + ([flip_images] if tta == "flip" else [])
+
+
+def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
+            dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over the images of ``dataset`` (inference mode), batch by batch.
+
+    Returns:
+        ``(outputs, labels)`` in the order the dataset yields them (for a shuffled
+        dataset: its first epoch's order; the labels come along so they match).
+    """
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    parts, labels = [], []
+    for x, y in dataset:
+        x = flip_images(x) if flip else x
+        parts.append(np.asarray(infer(x)).astype(dtype))
+        labels.append(np.asarray(y))
+    return np.concatenate(parts), np.concatenate(labels)
+
+
+def predict_proba(model: keras.Model, dataset: tf.data.Dataset | np.ndarray, tta: str = "none",
+                  batch_size: int = 32) -> np.ndarray:
+    """Probability of the positive class per image, averaged over the TTA views.
+
+    Args:
+        model: a binary model (output: probability of class 1).
+        dataset: a ``(image, label)`` dataset or an array of images ``(N, S, S)`` / ``(N, S, S, 1)``.
+        tta: ``none`` or ``flip`` (mean of the image and its mirror image).
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    if isinstance(dataset, np.ndarray):
+        arr = dataset.astype(np.float32)
+        arr = arr[..., None] if arr.ndim == 3 else arr
+        dataset = tf.data.Dataset.from_tensor_slices((arr, np.zeros(len(arr), np.float32))).batch(batch_size)
+    views = [extract(model, dataset, flip=i == 1, dtype="float64")[0][:, 0] for i in range(len(_views(tta)))]
+    return np.mean(views, axis=0)
+
+
+def _fit_arrays(model, x, y, val, cfg, phase, epochs, lr, loss, class_weight, work: Path, log_csv, append,
+                initial_epoch=0):
+    _compile(model, lr, loss)
+    checkpoint = work / f"best_{phase}.weights.h5"
+    history = model.fit(x, y, batch_size=int(cfg.batch_size), epochs=initial_epoch + epochs,
+                        initial_epoch=initial_epoch, validation_data=val, shuffle=True, class_weight=class_weight,
+                        callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv, append), verbose=0)
+    if checkpoint.exists():
+        model.load_weights(str(checkpoint))
+    return _history_frame(history, phase, initial_epoch)
+
+
+def _fit_datasets(model, train, val, cfg, phase, epochs, lr, loss, class_weight, work: Path, log_csv, append,
+                  initial_epoch=0):
+    _compile(model, lr, loss)
+    checkpoint = work / f"best_{phase}.weights.h5"
+    history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, shuffle=False,
+                        class_weight=class_weight, callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv,
+                                                                        append), verbose=0)
+    if checkpoint.exists():
+        model.load_weights(str(checkpoint))
+    return _history_frame(history, phase, initial_epoch)
+
+
+def _freeze_batchnorm(model: keras.Model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def train_binary(cfg: TrainConfig, data: dict, *, log_csv: str | Path | None = None) -> TrainResult:
+    """Build and train the binary model; return it with its history and validation probabilities.
+
+    Args:
+        cfg: training settings.
+        data: :func:`xraylib.tf_data.split_datasets` output with ``train`` and ``val``.
+        log_csv: optional CSV training log (Keras ``CSVLogger``).
+
+    Returns:
+        :class:`TrainResult`; ``val_probs`` are the validation probabilities
+        (with the configured test-time augmentation) used to choose the threshold.
+    """
+    set_determinism(cfg.seed)
+    weights = class_frequency_weights(data["train"]["labels"])
+    loss, class_weight = make_loss(cfg.imbalance, weights, cfg.label_smoothing)
+    model = tf_model.build_model(cfg.backbone, cfg.image_size, cfg.weights, input_norm=cfg.input_norm,
+                                 dropout=cfg.dropout, l2=cfg.l2, augment=cfg.augment, seed=cfg.seed)
+    log_csv = Path(log_csv) if log_csv else None
+    if log_csv is not None:
+        log_csv.parent.mkdir(parents=True, exist_ok=True)
+    info = {"trainable_from": None, "cached": None}
+    frames = []
+    with tempfile.TemporaryDirectory(prefix="xraylib_ckpt_") as tmp:
+        work = Path(tmp)
+        if not cfg.pretrained:
+            # From scratch: every layer trains on the images, with augmentation.
+            frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "train",
+                                        int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False))
+            info["trainable_from"] = "all layers"
+            val_probs = predict_proba(model, data["val"]["dataset"], cfg.tta)
+        elif cfg.cache_features:
+            val_probs = _train_cached(model, cfg, data, work, log_csv, frames, info)
+        else:
+            val_probs = _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info)
+    history = pd.concat(frames, ignore_index=True)
+    return TrainResult(model, history, weights, val_probs, info)
+
+
+def cut_layer(cfg: TrainConfig) -> str:
+    """Where the frozen part ends: the fine-tuning layer, or the head's input without fine-tuning."""
+    return tf_model.fine_tune_layer(cfg.backbone, cfg.fine_tune_at) if int(cfg.fine_tune_epochs) > 0 \
+        else "head_dropout"
+
+
+def train_on_cached(model: keras.Model, cfg: TrainConfig, cached_train: np.ndarray, y_train: np.ndarray,
+                    cached_val: list[np.ndarray], y_val: np.ndarray, *, log_csv: str | Path | None = None,
+                    work: Path | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Train the head (and optionally the top block) of ``model`` on activations cached at :func:`cut_layer`.
+
+    Args:
+        model: from :func:`xraylib.tf_model.build_model` with a pretrained backbone.
+        cfg: training settings.
+        cached_train, y_train: training activations at the cut and their 0/1 labels.
+        cached_val: validation activations, one array per test-time-augmentation view.
+        y_val: validation labels.
+
+    Returns:
+        ``(history, val_probs, info)``; ``val_probs`` averaged over the views.
+    """
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="xraylib_ckpt_") as tmp:
+            return train_on_cached(model, cfg, cached_train, y_train, cached_val, y_val, log_csv=log_csv,
+                                   work=Path(tmp))
+    weights = class_frequency_weights(y_train)
+    loss, class_weight = make_loss(cfg.imbalance, weights, cfg.label_smoothing)
+    layer = cut_layer(cfg)
+    fine_tune = layer != "head_dropout"
+    _, upper = tf_model.split_at(model, layer)
+    frames = []
+    if fine_tune:
+        _, head = tf_model.split_at(model, "head_dropout")
+        pool = keras.Model(model.get_layer(layer).input, model.get_layer("head_pool").output)
+        pooled_train = pool.predict(cached_train, batch_size=int(cfg.batch_size), verbose=0)
+        pooled_val = pool.predict(cached_val[0], batch_size=int(cfg.batch_size), verbose=0)
+    else:
+        head, pooled_train, pooled_val = upper, cached_train, cached_val[0]
+    frames.append(_fit_arrays(head, pooled_train, y_train, (pooled_val, y_val), cfg, "head", int(cfg.epochs),
+                              cfg.learning_rate, loss, class_weight, work, log_csv, False))
+    if fine_tune:
+        _freeze_batchnorm(upper)
+        frames.append(_fit_arrays(upper, cached_train, y_train, (cached_val[0], y_val), cfg, "fine_tune",
+                                  int(cfg.fine_tune_epochs), cfg.fine_tune_learning_rate, loss, class_weight, work,
+                                  log_csv, True, initial_epoch=len(frames[-1])))
+    top = upper if fine_tune else head
+    val_probs = np.mean([top.predict(v, batch_size=int(cfg.batch_size), verbose=0)[:, 0].astype("float64")
+                         for v in cached_val], axis=0)
+    info = {"trainable_from": layer, "cached": {"cut": layer, "shape": list(cached_train.shape[1:]),
+                                                "dtype": str(cached_train.dtype)}}
+    return pd.concat(frames, ignore_index=True), val_probs, info
+
+
+def cache_activations(model: keras.Model, cfg: TrainConfig, data: dict) -> dict:
+    """Run the frozen part of ``model`` once over train and val (val once per TTA view).
+
+    Returns:
+        ``{"train": (x, y), "val": ([x per view], y)}``; activations stored as float16.
+    """
+    lower, _ = tf_model.split_at(model, cut_layer(cfg))
+    cached_train, y_train = extract(lower, data["train"]["dataset"])
+    views = [extract(lower, data["val"]["dataset"], flip=i == 1) for i in range(len(_views(cfg.tta)))]
+    return {"train": (cached_train, y_train), "val": ([v[0] for v in views], views[0][1])}
+
+
+def _train_cached(model, cfg, data, work, log_csv, frames, info) -> np.ndarray:
+    """Pretrained backbone, frozen part computed once per image (see the module docstring)."""
+    cache = cache_activations(model, cfg, data)
+    (x_train, y_train), (x_val, y_val) = cache["train"], cache["val"]
+    print(f"cached frozen activations at '{cut_layer(cfg)}' {tuple(x_train.shape[1:])}: "
+          f"train {len(x_train)} images, val {len(y_val)} images x {len(x_val)} view(s)", flush=True)
+    history, val_probs, cached_info = train_on_cached(model, cfg, x_train, y_train, x_val, y_val, log_csv=log_csv,
+                                                      work=work)
+    frames.append(history)
+    info.update(cached_info)
+    return val_probs
+
+
+def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info) -> np.ndarray:
+    """Pretrained backbone trained on images (augmentation active): frozen, then optionally fine-tuned."""
+    lower, _ = tf_model.split_at(model, "head_dropout")
+    frozen = {id(layer) for layer in lower.layers}
+    for layer in model.layers:
+        layer.trainable = id(layer) not in frozen
+    frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "head",
+                                int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False))
+    info["trainable_from"] = "head_dropout"
+    if int(cfg.fine_tune_epochs) > 0:
+        cut_layer = tf_model.fine_tune_layer(cfg.backbone, cfg.fine_tune_at)
+        below, _ = tf_model.split_at(model, cut_layer)
+        frozen = {id(layer) for layer in below.layers}
+        for layer in model.layers:
+            layer.trainable = id(layer) not in frozen
+        _freeze_batchnorm(model)
+        frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "fine_tune",
+                                    int(cfg.fine_tune_epochs), cfg.fine_tune_learning_rate, loss, class_weight,
+                                    work, log_csv, True, initial_epoch=len(frames[-1])))
+        info["trainable_from"] = cut_layer
+    return predict_proba(model, data["val"]["dataset"], cfg.tta)
+
+
+def model_metadata(cfg: TrainConfig, class_names: list[str], threshold: float, *, resize_mode: str,
+                   equalize_method: str, original_threshold: float = 0.75, data_source: str = "") -> dict:
+    """Settings saved beside the model (``model.json``) so external evaluation prepares and decides alike."""
+    weights = tf_model.resolve_weights(cfg.weights)
+    return {
+        "framework": "keras",
+        "task": "binary",
+        "class_names": list(class_names),
+        "positive_class": class_names[1],
+        "image_size": int(cfg.image_size),
+        "resize": resize_mode,
+        "equalize": equalize_method,
+        "threshold": float(threshold),
+        "threshold_rule": "Youden's J (sensitivity + specificity - 1) maximised on the validation split",
+        "original_threshold": float(original_threshold),
+        "tta": cfg.tta,
+        "backbone": cfg.backbone,
+        "weights": "none" if weights is None else ("imagenet" if weights == "imagenet" else Path(weights).name),
+        "input_norm": tf_model.resolve_input_norm(cfg.input_norm, cfg.backbone, weights is not None),
+        "data_source": data_source,
+        "training": {k: v for k, v in cfg.as_dict().items() if k != "weights"},
+        "keras_version": keras.__version__,
+    }

@@ -1,0 +1,218 @@
+"""PyTorch input pipeline for the multi-class study (notebook 04).
+
+A :class:`ManifestDataset` reads one split of the manifest written by
+``xraylib prepare multiclass`` (patient-level splits) and behaves like
+``torchvision.datasets.ImageFolder``: ``classes``, ``class_to_idx``,
+``samples`` and ``targets``, class index = position in the sorted class names.
+
+Pixels come from :func:`xraylib.images.prepare`, the one image preparation of
+the repository (8-bit grayscale, resized and optionally equalised), so Keras,
+PyTorch, Grad-CAM and the command-line predictor see identical pixels. The
+transforms then follow the original notebook: random horizontal flip (training
+only), grayscale copied to three channels and ImageNet mean/std normalisation.
+
+:func:`make_loader` builds the ``DataLoader`` of the original (batch 20, two
+workers, shuffled) with a seeded generator and :func:`seed_worker`, which seeds
+NumPy and ``random`` in every worker (the original's fix for workers that all
+drew the same random numbers). ``weighted=True`` replaces shuffling by a
+``WeightedRandomSampler`` with weights inversely proportional to class size.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision import transforms
+
+from xraylib import config
+from xraylib.data import SPLITS
+from xraylib.images import EQUALIZE_MODES, RESIZE_MODES, prepare
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GrayToTensor:
+    """``uint8`` image ``(H, W)`` -> float tensor ``(3, H, W)`` in [0, 1] (gray copied to RGB)."""
+
+    def __call__(self, gray: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.array(gray, dtype=np.uint8, copy=True)).to(torch.float32).div_(255.0)
+        return x.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def build_transform(train: bool) -> transforms.Compose:
+    """The original notebook's transforms after resizing: flip (training only), tensor, ImageNet normalisation."""
+    steps: list = [GrayToTensor()]
+    if train:
+        steps.append(transforms.RandomHorizontalFlip(p=0.5))
+    steps.append(transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return transforms.Compose(steps)
+
+
+def check_image_settings(image_size: int, resize_mode: str, equalize_method: str) -> None:
+    """Raise ``ValueError`` naming the parameter when an image setting is invalid."""
+    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 32:
+        raise ValueError(f"train_multiclass.image_size must be an integer >= 32 (the networks downsample 32x), "
+                         f"got {image_size!r}")
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"data.resize must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    if equalize_method not in EQUALIZE_MODES:
+        raise ValueError(f"data.equalize must be one of {EQUALIZE_MODES}, got {equalize_method!r}")
+
+
+class ImageListDataset(Dataset):
+    """Images given as ``(path, class_index)`` pairs, prepared by :func:`xraylib.images.prepare`.
+
+    Args:
+        samples: ``(path, class_index)`` pairs; relative paths are taken from the project root.
+        class_names: names in class-index order.
+        image_size: side length after resizing.
+        resize_mode: ``stretch`` (original) or ``pad``.
+        equalize_method: ``none``, ``hist`` or ``clahe``.
+        train: apply the random horizontal flip.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str | Path, int]], class_names: Sequence[str], image_size: int,
+                 resize_mode: str = "stretch", equalize_method: str = "none", train: bool = False):
+        check_image_settings(image_size, resize_mode, equalize_method)
+        self.classes = list(class_names)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self.samples = [(str(config.resolve(p)), int(t)) for p, t in samples]
+        self.targets = [t for _, t in self.samples]
+        self.image_size = int(image_size)
+        self.resize_mode = resize_mode
+        self.equalize_method = equalize_method
+        self.train = train
+        self.transform = build_transform(train)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> np.ndarray:
+        """The prepared ``uint8`` image of sample ``index`` (no augmentation, no normalisation)."""
+        return prepare(self.samples[index][0], self.image_size, self.resize_mode, self.equalize_method)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.load(index)), self.targets[index]
+
+
+class ManifestDataset(ImageListDataset):
+    """One split of a manifest (``data/processed/<task>/manifest.csv``), ImageFolder-style.
+
+    Args:
+        manifest: the manifest with a ``split`` column (:func:`xraylib.data.load_manifest`).
+        split: ``train``, ``val`` or ``test``.
+        class_names: class order; default :func:`xraylib.data.class_names` of the whole manifest,
+            so every split uses the same indices even if a class is missing from one split.
+        image_size, resize_mode, equalize_method: see :class:`ImageListDataset`.
+        train: apply augmentation; default ``split == "train"``.
+
+    Raises:
+        ValueError: unknown split, empty split, or labels outside ``class_names``.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, split: str, image_size: int, resize_mode: str = "stretch",
+                 equalize_method: str = "none", class_names: Sequence[str] | None = None,
+                 train: bool | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        names = list(class_names) if class_names is not None else sorted(manifest["label"].unique().tolist())
+        rows = manifest[manifest["split"] == split]
+        if rows.empty:
+            raise ValueError(f"the manifest has no images in split {split!r}; splits present: "
+                             f"{sorted(manifest['split'].unique().tolist())}. Re-run `xraylib prepare`.")
+        unknown = sorted(set(rows["label"]) - set(names))
+        if unknown:
+            raise ValueError(f"labels {unknown} in split {split!r} are not among the class names {names}")
+        index = {name: i for i, name in enumerate(names)}
+        super().__init__([(p, index[label]) for p, label in zip(rows["path"], rows["label"])], names,
+                         image_size, resize_mode, equalize_method, train=(split == "train") if train is None else train)
+        self.split = split
+
+
+def class_counts(targets: Sequence[int], n_classes: int) -> np.ndarray:
+    """Number of samples per class index (length ``n_classes``)."""
+    return np.bincount(np.asarray(targets, dtype=np.int64), minlength=n_classes)
+
+
+def sample_weights(targets: Sequence[int], n_classes: int) -> torch.Tensor:
+    """Per-sample weights ``1 / count(class of sample)`` for ``WeightedRandomSampler``.
+
+    Each class then has the same total weight, so a weighted epoch draws every
+    class equally often in expectation.
+
+    Raises:
+        ValueError: a target outside ``0..n_classes-1``.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    if targets.size and (targets.min() < 0 or targets.max() >= n_classes):
+        raise ValueError(f"targets must lie in 0..{n_classes - 1}, got range {targets.min()}..{targets.max()}")
+    counts = class_counts(targets, n_classes)
+    per_class = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return torch.as_tensor(per_class[targets], dtype=torch.double)
+
+
+def seed_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader passes the worker id
+    """``worker_init_fn``: seed NumPy and ``random`` from the worker's torch seed.
+
+    The torch seed of a worker is ``base_seed + worker_id``, where the base seed
+    is drawn from the loader's generator at every epoch; so workers differ from
+    each other and from epoch to epoch, and a seeded generator repeats the run.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (drives shuffling and worker seeds)."""
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def make_loader(dataset: ImageListDataset, batch_size: int = 20, *, shuffle: bool = False, weighted: bool = False,
+                num_workers: int = 2, generator: torch.Generator | None = None,
+                pin_memory: bool = False) -> DataLoader:
+    """DataLoader of the original notebook, reproducible.
+
+    Args:
+        dataset: a :class:`ImageListDataset`.
+        batch_size: images per batch (20 in the original).
+        shuffle: reshuffle every epoch (training).
+        weighted: draw with a ``WeightedRandomSampler`` (with replacement, one epoch =
+            ``len(dataset)`` draws) using :func:`sample_weights`; replaces ``shuffle``.
+        num_workers: worker processes (2 in the original); 0 loads in the main process.
+        generator: seeded generator for shuffling, sampling and worker seeds
+            (:func:`make_generator`); its state is saved in checkpoints.
+        pin_memory: pin batches for faster GPU transfer.
+    """
+    if batch_size < 1:
+        raise ValueError(f"train_multiclass.batch_size must be >= 1, got {batch_size!r}")
+    if num_workers < 0:
+        raise ValueError(f"train_multiclass.num_workers must be >= 0, got {num_workers!r}")
+    generator = generator if generator is not None else make_generator(0)
+    sampler = None
+    if weighted:
+        weights = sample_weights(dataset.targets, len(dataset.classes))
+        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
+                      worker_init_fn=seed_worker, generator=generator, pin_memory=pin_memory,
+                      persistent_workers=False)
+
+
+def denormalize(batch: torch.Tensor) -> torch.Tensor:
+    """Undo the ImageNet normalisation (for showing augmented inputs)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=batch.dtype).view(-1, 1, 1)
+    return (batch * std + mean).clamp(0, 1)

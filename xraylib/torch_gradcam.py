@@ -1,0 +1,197 @@
+"""Grad-CAM for the PyTorch models with ``pytorch_grad_cam.GradCAM``.
+
+The target layer comes from :func:`xraylib.torch_model.target_layer`:
+``layer4[-1]`` for the ResNets, ``features`` for DenseNet121 and SqueezeNet.
+The class score is the logit (the models output logits; softmax comes after),
+through ``ClassifierOutputTarget``. pytorch-grad-cam returns maps already
+scaled to [0, 1] at the input size, the same definition as
+:mod:`xraylib.tf_gradcam` (see :mod:`xraylib.gradcam`).
+
+DenseNet: torchvision's ``DenseNet.forward`` applies ``F.relu(features,
+inplace=True)``, which overwrites the activations kept by a hook on
+``features``. :func:`xraylib.torch_model.build_model` (and so every checkpoint
+loaded by :func:`xraylib.torch_evaluate.load_checkpoint`) already returns a
+:class:`~xraylib.torch_model.CamFriendlyDenseNet`; a plain torchvision DenseNet
+passed in here is switched to it for the computation (same parameters and
+outputs) and switched back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+from torchvision.models import DenseNet
+
+from xraylib import config, gradcam
+from xraylib.torch_data import build_transform
+from xraylib.torch_model import CamFriendlyDenseNet, check_arch, target_layer
+
+
+@contextlib.contextmanager
+def cam_friendly(model: nn.Module):
+    """Temporarily make a torchvision DenseNet's final ReLU out of place (see the module docstring)."""
+    swapped = isinstance(model, DenseNet) and not isinstance(model, CamFriendlyDenseNet)
+    original = type(model)
+    if swapped:
+        model.__class__ = CamFriendlyDenseNet
+    try:
+        yield model
+    finally:
+        if swapped:
+            model.__class__ = original
+
+
+def compute_cams(model: nn.Module, arch: str | None, batch: torch.Tensor, classes: Sequence[int] | None,
+                 batch_size: int = 16, layer: nn.Module | None = None, *,
+                 return_probs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM maps of ``classes`` (one per image) for a batch of normalised input tensors.
+
+    Args:
+        model: a classifier built by :func:`xraylib.torch_model.build_model` (any device).
+        arch: its architecture name (picks the target layer); ``None`` with ``layer``.
+        batch: ``(N, 3, S, S)`` inputs, normalised as in training (:func:`xraylib.torch_data.build_transform`).
+        classes: class index to explain, one per image; ``None``: each image's predicted (arg-max) class.
+        batch_size: images per forward/backward pass.
+        layer: another target layer (e.g. of a custom model); default :func:`xraylib.torch_model.target_layer`.
+        return_probs: also return the softmax probabilities of the same forward pass.
+
+    Returns:
+        ``(N, S, S)`` float32 maps in [0, 1]; with ``return_probs`` also ``(N, C)`` probabilities.
+    """
+    if layer is None:
+        layer = target_layer(model, check_arch(arch))
+    if classes is not None and len(classes) != len(batch):
+        raise ValueError(f"need one class per image, got {len(classes)} classes for {len(batch)} images")
+    if len(batch) == 0:
+        empty = np.zeros((0, *batch.shape[2:]), np.float32)
+        return (empty, np.zeros((0, 0))) if return_probs else empty
+    was_training = model.training
+    device = next(model.parameters()).device
+    maps, probs = [], []
+    # Not ``with GradCAM(...)``: its __exit__ prints and swallows IndexError (e.g. a class index out of range).
+    with cam_friendly(model):
+        cam = GradCAM(model=model, target_layers=[layer])
+        try:
+            for start in range(0, len(batch), batch_size):
+                x = batch[start:start + batch_size].to(device)
+                targets = None if classes is None else [ClassifierOutputTarget(int(k))
+                                                        for k in classes[start:start + batch_size]]
+                maps.append(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32))
+                probs.append(torch.softmax(cam.outputs.detach().float(), 1).cpu().numpy())
+        finally:
+            cam.activations_and_grads.release()
+            model.train(was_training)
+    maps = np.clip(np.concatenate(maps), 0.0, 1.0)
+    return (maps, np.concatenate(probs).astype(np.float64)) if return_probs else maps
+
+
+def feature_map_size(model: nn.Module, arch: str, image_size: int) -> tuple[int, int]:
+    """Height and width of the target layer's output for ``image_size`` inputs (the map's resolution).
+
+    At small inputs the maps get very coarse: DenseNet121 downsamples 32x, so a
+    48-pixel image gives a 1x1 map, which carries no location at all.
+    """
+    shapes = []
+    handle = target_layer(model, arch).register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[-2:])))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, int(image_size), int(image_size), device=device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return shapes[0]
+
+
+def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: str | None = None,
+                          batch_size: int = 16) -> gradcam.CamSet:
+    """Load ``best.pt``, prepare ``frame``'s images as in training, predict, and map predicted and true classes.
+
+    Args:
+        checkpoint: a checkpoint written by :mod:`xraylib.torch_train`.
+        frame: rows with ``path`` and ``label`` (class names of the model; empty when unknown).
+        name: name of the set (default: the run folder's name).
+        batch_size: images per forward/backward pass.
+
+    Raises:
+        ValueError: labels that are not classes of the model.
+    """
+    from xraylib import images
+    from xraylib.torch_evaluate import load_checkpoint
+
+    checkpoint = config.resolve(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    names = list(meta["class_names"])
+    labels = [str(v) for v in frame["label"]] if "label" in frame.columns else [""] * len(frame)
+    unknown = sorted({lab for lab in labels if lab and lab not in names})
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of {checkpoint.parent.name} {names}")
+    if frame.empty:
+        raise ValueError("no images given; expected at least one row with a 'path'")
+    prepared = np.stack([images.prepare(p, meta["image_size"], meta["resize"], meta["equalize"])
+                         for p in frame["path"]])
+    transform = build_transform(train=False)
+    batch = torch.stack([transform(img) for img in prepared])
+    cam_pred, probs = compute_cams(model, meta["arch"], batch, None, batch_size, return_probs=True)
+    y_pred = probs.argmax(1).astype(np.int64)
+    y_true = np.array([names.index(lab) if lab else -1 for lab in labels], dtype=np.int64)
+    cam_true = cam_pred.copy()
+    redo = np.flatnonzero((y_true >= 0) & (y_true != y_pred))
+    if len(redo):
+        cam_true[redo] = compute_cams(model, meta["arch"], batch[redo], y_true[redo], batch_size)
+    cam_true[y_true < 0] = 0.0
+    info = {"framework": "torch", "arch": meta["arch"], "image_size": int(meta["image_size"]),
+            "resize": meta["resize"], "equalize": meta["equalize"],
+            "target_layer": "layer4[-1]" if meta["arch"].startswith("resnet") else "features",
+            "map_size": list(feature_map_size(model, meta["arch"], int(meta["image_size"])))}
+    return gradcam.CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true,
+                          y_pred, probs, cam_true, cam_pred, info)
+
+
+def save_overlays(model: nn.Module, arch: str, items: Sequence[dict], cam_dir: str | Path, colormap: str = "jet"):
+    """Write Grad-CAM overlays of the predicted class for ``xraylib predict --cam DIR``.
+
+    Args:
+        model: the loaded classifier (:func:`xraylib.torch_evaluate.load_checkpoint`).
+        arch: its architecture (``meta["arch"]``).
+        items: one dict per predicted image, as :func:`xraylib.torch_evaluate.predict_files`
+            passes them: ``path``, ``image`` (prepared uint8 ``(S, S)``), ``tensor`` (the
+            normalised ``(3, S, S)`` input the model saw), ``predicted`` (class index),
+            ``label`` (class name) and ``probability``. Without ``tensor`` the input is
+            rebuilt from ``image``; without ``predicted`` the arg-max class is explained.
+        cam_dir: output folder: ``<image stem>_cam.png`` per image and ``cam_index.csv``.
+        colormap: see :func:`xraylib.gradcam.apply_mask`.
+
+    Returns:
+        The index table written to ``cam_index.csv``.
+    """
+    records = [dict(item) for item in items]
+    if not records:
+        return gradcam.write_overlays([], cam_dir, colormap)
+    transform = build_transform(train=False)
+    batch = torch.stack([r["tensor"] if r.get("tensor") is not None else transform(np.asarray(r["image"]))
+                         for r in records]).detach().cpu()
+    if all("predicted" in r for r in records):
+        cams = compute_cams(model, arch, batch, [int(r["predicted"]) for r in records])
+    else:  # explain the arg-max class, from the same forward pass
+        cams, probs = compute_cams(model, arch, batch, None, return_probs=True)
+        for r, p in zip(records, probs):
+            r.setdefault("predicted", int(p.argmax()))
+            r.setdefault("probability", float(p[int(r["predicted"])]))
+        redo = [i for i, r in enumerate(records) if int(r["predicted"]) != int(probs[i].argmax())]
+        if redo:  # items that came with another class
+            cams[redo] = compute_cams(model, arch, batch[redo], [int(records[i]["predicted"]) for i in redo])
+    for record, cam in zip(records, cams):
+        record["cam"] = cam
+        record.setdefault("label", str(record["predicted"]))
+    return gradcam.write_overlays(records, cam_dir, colormap)

@@ -1,0 +1,480 @@
+"""Fine-tuning torchvision classifiers on the multi-class manifest (notebook 04).
+
+The recipe of the original COVID-19 radiography study: cross-entropy, Adam
+(learning rate 1e-4), a fixed number of epochs and optionally ``StepLR``
+(x0.1 every 3 epochs). The original trains DenseNet121 and ResNet18 with and
+without the scheduler, ResNet50 and SqueezeNet without: six runs, listed in
+``params.yaml`` ``train_multiclass.runs`` and built by :func:`build_configs`.
+
+What :func:`train` adds to the original loop:
+
+* ``train()``/``eval()`` modes and ``torch.no_grad()`` for validation;
+* ``best.pt`` whenever the validation loss improves: weights plus everything
+  needed to rebuild the model elsewhere (architecture, class names, image size,
+  resize and equalisation settings, normalisation);
+* ``last.pt`` after every epoch with the optimizer, scheduler, AMP scaler, the
+  torch / NumPy / ``random`` RNG states, the DataLoader generator and the
+  history, so a run killed at any point resumes from its last finished epoch
+  and ends with exactly the weights an uninterrupted run would have;
+* ``history.csv`` (loss, accuracy, validation loss and accuracy, learning rate);
+* CUDA with mixed precision when a GPU is present, deterministic algorithms and
+  fixed seeds on the CPU. Bit-identical CPU results also need the same number of
+  torch threads (``num_threads``): floating-point sums are split by thread.
+
+From the shell (trains on any manifest folder, e.g. a real-data one prepared
+with a temporary params file, without touching the project's outputs)::
+
+    python -m xraylib.torch_train --params /tmp/p.yaml --manifest-dir /tmp/k3 --out /tmp/k3/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from xraylib import config
+from xraylib.data import class_names as manifest_class_names
+from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
+from xraylib.torch_model import build_model, check_arch
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "xraylib-torch-classifier-1"
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+# train_multiclass keys that are not settings of a single run.
+STUDY_KEYS = ("manifest_dir", "model_dir", "resume", "eval_batch_size", "n_resamples", "runs", "run_names")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one training run (one entry of ``train_multiclass.runs`` plus the shared settings)."""
+
+    name: str
+    arch: str
+    step_lr: bool = False
+    epochs: int = 25
+    batch_size: int = 20
+    learning_rate: float = 1e-4
+    step_size: int = 3
+    gamma: float = 0.1
+    weights: str = "none"
+    weighted_sampler: bool = False
+    num_workers: int = 2
+    image_size: int = 224
+    resize: str = "stretch"
+    equalize: str = "none"
+    seed: int = 42
+    device: str = "auto"
+    mixed_precision: bool = True
+    num_threads: int = 0
+
+    def __post_init__(self):
+        check_arch(self.arch)
+        for key in ("epochs", "batch_size", "step_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train_multiclass.{key} must be an integer >= 1, got {value!r}")
+        for key in ("learning_rate", "gamma"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"train_multiclass.{key} must be a number (write 0.0001, not 1e-4, in YAML), "
+                                 f"got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train_multiclass.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"train_multiclass.gamma must lie in (0, 1], got {self.gamma!r}")
+        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
+            raise ValueError(f"train_multiclass.num_threads must be an integer >= 0 (0 = torch's default), "
+                             f"got {self.num_threads!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"train_multiclass.device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    def resume_key(self) -> dict:
+        """Settings a checkpoint must share to be resumed (all but ``epochs``, which may grow)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns for one run."""
+
+    config: RunConfig
+    out_dir: Path
+    history: pd.DataFrame
+    best_epoch: int
+    best_val_loss: float
+    class_names: list[str]
+    resumed_from_epoch: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+
+def build_configs(runs: Sequence[dict], run_names: Sequence[str] | None = None, **common) -> list[RunConfig]:
+    """Turn ``train_multiclass.runs`` (a list of ``{name, arch, step_lr}``) into :class:`RunConfig` objects.
+
+    Args:
+        runs: run entries; ``name`` and ``arch`` are required, any other key overrides ``common``.
+        run_names: names to keep, in the order of ``runs``; empty or ``None`` keeps all.
+        **common: shared settings (``epochs``, ``batch_size``, ``learning_rate``, ...).
+
+    Raises:
+        ValueError: a run without name/arch, duplicate names, unknown names in ``run_names``
+            or an unknown setting.
+    """
+    allowed = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(common) - allowed)
+    if unknown:
+        raise ValueError(f"unknown train_multiclass setting(s) {unknown}; expected some of {sorted(allowed)}")
+    names = []
+    configs = []
+    for i, entry in enumerate(runs):
+        if not isinstance(entry, dict) or "name" not in entry or "arch" not in entry:
+            raise ValueError(f"train_multiclass.runs[{i}] must be a mapping with 'name' and 'arch', got {entry!r}")
+        extra = sorted(set(entry) - allowed)
+        if extra:
+            raise ValueError(f"train_multiclass.runs[{i}] has unknown key(s) {extra}; expected some of {sorted(allowed)}")
+        if entry["name"] in names:
+            raise ValueError(f"train_multiclass.runs: duplicate run name {entry['name']!r}")
+        names.append(entry["name"])
+        configs.append(RunConfig(**{**common, **entry}))
+    wanted = list(run_names or [])
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(f"train_multiclass.run_names {missing} are not in train_multiclass.runs {names}")
+    return [c for c in configs if not wanted or c.name in wanted]
+
+
+def configs_from_params(params: dict) -> list[RunConfig]:
+    """:func:`build_configs` from a whole params dict (``train_multiclass``, ``data`` and ``seed``)."""
+    spec = dict(config.section(params, "train_multiclass"))
+    data_spec = config.section(params, "data")
+    runs, run_names = config.section(params, "train_multiclass.runs"), spec.get("run_names")
+    for key in STUDY_KEYS:
+        spec.pop(key, None)
+    return build_configs(runs, run_names, resize=data_spec.get("resize", "stretch"),
+                         equalize=data_spec.get("equalize", "none"), seed=int(params.get("seed", 42)), **spec)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``cuda`` when asked for or (``auto``) when available, else ``cpu``.
+
+    Raises:
+        ValueError: ``cuda`` requested but no GPU is visible.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train_multiclass.device is {name!r} but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def set_determinism(seed: int, device: torch.device) -> None:
+    """Seed ``random``, NumPy and torch and ask torch for deterministic algorithms.
+
+    Exact on the CPU. On CUDA some kernels have no deterministic version; torch
+    then warns instead of failing (``warn_only``) and cuDNN autotuning is off.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """All random states a resumed run needs (tensors and plain values only, loadable with ``weights_only``)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "random": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+        "generator": generator.get_state(),
+    }
+
+
+def restore_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    r = state["random"]
+    random.setstate((r["version"], tuple(r["internal"]), r["gauss"]))
+    generator.set_state(state["generator"])
+
+
+def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str]) -> str:
+    """Hash of the training and validation images (path, label, split, file hash) and the class order."""
+    used = manifest[manifest["split"].isin(("train", "val"))]
+    digest = hashlib.sha256(json.dumps(list(class_names)).encode())
+    for row in used[["path", "label", "split", "sha256"]].itertuples(index=False):
+        digest.update("|".join(map(str, row)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_metadata(cfg: RunConfig, class_names: Sequence[str]) -> dict:
+    """What a checkpoint carries so :func:`xraylib.torch_evaluate.load_checkpoint` can rebuild the model."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": cfg.arch,
+        "class_names": list(class_names),
+        "image_size": cfg.image_size,
+        "resize": cfg.resize,
+        "equalize": cfg.equalize,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "run": dataclasses.asdict(cfg),
+    }
+
+
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, device: torch.device, *, amp: bool = False, epoch: int = 0,
+                    on_batch_end: Callable[[int, int], None] | None = None, show: bool = False,
+                    desc: str = "") -> tuple[float, float]:
+    """One pass over ``loader`` in training mode. Returns ``(mean loss, accuracy)``.
+
+    ``on_batch_end(epoch, batch_index)`` is called after every optimizer step
+    (tests use it to interrupt a run mid-epoch).
+    """
+    model.train()
+    total, correct, seen = 0.0, 0, 0
+    for i, (x, y) in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            logits = model(x)
+            loss = criterion(logits, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        if on_batch_end is not None:
+            on_batch_end(epoch, i)
+    return total / seen, correct / seen
+
+
+def evaluate_loss(model: nn.Module, loader, criterion: nn.Module, device: torch.device, *,
+                  amp: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy over ``loader`` in eval mode without gradients."""
+    model.eval()
+    total, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                logits = model(x)
+                loss = criterion(logits.float(), y)
+            total += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    return total / seen, correct / seen
+
+
+def _epoch_line(name: str, row: dict, epochs: int, best: bool) -> str:
+    return (f"{name:<20s} epoch {int(row['epoch']):>3d}/{epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
+            f"| val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f} | lr {row['lr']:.0e}"
+            f"{'  *best' if best else ''}")
+
+
+def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_names: Sequence[str] | None = None,
+          resume: bool = True, on_batch_end: Callable[[int, int], None] | None = None,
+          batch_progress: bool = False, verbose: bool = True) -> TrainResult:
+    """Train one run on the manifest's train split, validating on its val split.
+
+    Args:
+        cfg: run settings.
+        manifest: manifest with patient-level ``split`` column.
+        out_dir: run folder for ``best.pt``, ``last.pt`` and ``history.csv``.
+        class_names: class order; default the sorted labels of ``manifest``.
+        resume: continue from ``out_dir/last.pt`` when it was written with the same
+            settings and data (a finished run is then just reloaded); ``False`` starts afresh.
+        on_batch_end: called as ``on_batch_end(epoch, batch_index)`` after each step.
+        batch_progress: show a tqdm bar over the batches of each epoch.
+        verbose: print one line per epoch (also for epochs restored from a checkpoint,
+            so a resumed run prints the same as an uninterrupted one).
+
+    Returns:
+        :class:`TrainResult` with the history and the best epoch.
+    """
+    out_dir = config.resolve(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(class_names) if class_names is not None else manifest_class_names(manifest)
+    device = select_device(cfg.device)
+    amp = bool(cfg.mixed_precision and device.type == "cuda")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)  # CPU sums depend on the thread count; fixing it fixes the result
+    set_determinism(cfg.seed, device)
+
+    train_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names)
+    val_set = ManifestDataset(manifest, "val", cfg.image_size, cfg.resize, cfg.equalize, class_names=names)
+    generator = make_generator(cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, weighted=cfg.weighted_sampler,
+                               num_workers=cfg.num_workers, generator=generator, pin_memory=pin)
+    val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                             generator=make_generator(cfg.seed + 1), pin_memory=pin)
+
+    model = build_model(cfg.arch, len(names), cfg.weights).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma) \
+        if cfg.step_lr else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    fingerprint = {"run": cfg.resume_key(), "data": data_fingerprint(manifest, names)}
+    history: list[dict] = []
+    best_val, best_epoch, start = float("inf"), 0, 1
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fingerprint and state["epoch"] <= cfg.epochs:
+            model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler_state"])
+            scaler.load_state_dict(state["scaler_state"])
+            restore_rng_state(state["rng"], generator)
+            history = list(state["history"])
+            best_val, best_epoch, start = state["best_val_loss"], state["best_epoch"], state["epoch"] + 1
+            log.info("%s: resuming after epoch %d from %s", cfg.name, state["epoch"], last_path)
+        else:
+            log.warning("%s: %s was written with other settings, other data or more epochs; training afresh",
+                        cfg.name, last_path)
+    if start == 1:  # a fresh run must not leave a previous run's best checkpoint or history behind
+        for stale in (best_path, out_dir / "history.csv"):
+            stale.unlink(missing_ok=True)
+    resumed_from = start - 1
+    if verbose:
+        for row in history:
+            print(_epoch_line(cfg.name, row, cfg.epochs, row.get("best", False)), flush=True)
+
+    meta = model_metadata(cfg, names)
+    for epoch in range(start, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=amp, epoch=epoch,
+                                    on_batch_end=on_batch_end, show=batch_progress,
+                                    desc=f"{cfg.name} {epoch}/{cfg.epochs}")
+        val_loss, val_acc = evaluate_loss(model, val_loader, criterion, device, amp=amp)
+        if scheduler is not None:
+            scheduler.step()
+        improved = val_loss < best_val
+        row = {"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss, "val_accuracy": val_acc,
+               "lr": lr, "best": improved}
+        history.append(row)
+        if improved:
+            best_val, best_epoch = val_loss, epoch
+            _save_atomic({**meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+        _save_atomic({
+            **meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss,
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "scaler_state": scaler.state_dict(), "rng": rng_state(generator), "history": history,
+            "best_val_loss": best_val, "best_epoch": best_epoch, "fingerprint": fingerprint,
+        }, last_path)
+        frame = pd.DataFrame(history)[HISTORY_COLUMNS]
+        frame.to_csv(out_dir / "history.csv", index=False, float_format="%.6g")
+        if verbose:
+            print(_epoch_line(cfg.name, row, cfg.epochs, improved), flush=True)
+
+    if not history:
+        raise ValueError(f"run {cfg.name!r} trained no epoch (train_multiclass.epochs={cfg.epochs})")
+    frame = pd.DataFrame(history)[HISTORY_COLUMNS]
+    return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from)
+
+
+def train_all(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: str | Path, *,
+              resume: bool = True, batch_progress: bool = False) -> dict[str, TrainResult]:
+    """Train every run into ``models_dir/<run name>/``; returns ``{run name: TrainResult}``."""
+    models_dir = config.resolve(models_dir)
+    return {cfg.name: train(cfg, manifest, models_dir / cfg.name, resume=resume, batch_progress=batch_progress)
+            for cfg in configs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train and evaluate the configured runs on any prepared manifest folder (see module docstring)."""
+    import matplotlib.pyplot as plt
+
+    from xraylib import data, plots, torch_evaluate
+
+    parser = argparse.ArgumentParser(prog="python -m xraylib.torch_train", description=main.__doc__)
+    parser.add_argument("--params", default=str(config.PARAMS_FILE), help="parameter file (default params.yaml)")
+    parser.add_argument("--manifest-dir", help="folder with manifest.csv (from `xraylib prepare multiclass --out "
+                        "DIR`; default train_multiclass.manifest_dir)")
+    parser.add_argument("--out", required=True, help="output folder: <run>/ checkpoints, metrics.json, figures")
+    parser.add_argument("--runs", nargs="*", help="run names to train (default train_multiclass.run_names or all)")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if last.pt exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        params = config.load_params(args.params)
+        if args.runs:
+            params.setdefault("train_multiclass", {})["run_names"] = args.runs
+        configs = configs_from_params(params)
+        spec = config.section(params, "train_multiclass")
+        manifest = data.load_manifest("multiclass", args.manifest_dir or spec.get("manifest_dir"))
+        out = config.resolve(args.out)
+        results = train_all(configs, manifest, out, resume=not args.no_resume, batch_progress=True)
+        names = manifest_class_names(manifest)
+        reports = {}
+        for name, result in results.items():
+            report, _ = torch_evaluate.evaluate_split(result.best_path, manifest, "test",
+                                                      batch_size=int(spec.get("eval_batch_size", 64)),
+                                                      n_resamples=int(spec.get("n_resamples", 1000)),
+                                                      seed=int(params.get("seed", 42)))
+            reports[name] = report
+            fig = plots.plot_confusion_matrix(report["confusion_matrix"], names, title=f"{name} (test)")
+            fig.savefig(out / name / "confusion_matrix.png", dpi=plots.DPI, bbox_inches="tight")
+            plt.close(fig)
+            print(f"\n{name} (test): accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
+            print(torch_evaluate.per_class_table(report).round(4).to_string())
+        document = torch_evaluate.study_metrics(results, reports, names)
+        torch_evaluate.write_json(document, out / "metrics.json")
+        print("\n" + torch_evaluate.summary_table(results, reports).round(4).to_string(index=False))
+        print(f"\nmetrics -> {out / 'metrics.json'}")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"xraylib.torch_train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
