@@ -32,6 +32,41 @@ def write_xray(path: Path, value: int = 128, size: tuple[int, int] = (40, 32), m
     return path
 
 
+def write_odd_images(folder: Path) -> Path:
+    """Valid images in modes the predictor must convert, a corrupt file, a truncated JPEG and a text file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ramp = np.add.outer(np.arange(40), np.arange(48)).astype(np.float64)
+    Image.fromarray((ramp * 700).astype(np.uint16)).save(folder / "sixteen_bit.png")  # mode I;16
+    rgba = np.dstack([np.full((40, 48, 3), 120, np.uint8), (ramp * 2).clip(0, 255).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("P").save(folder / "palette.gif")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    good_jpeg = folder / "whole.jpg"
+    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).save(good_jpeg, quality=90)
+    (folder / "truncated.jpg").write_bytes(good_jpeg.read_bytes()[:200])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def lesion_pairs(n: int, seed: int, size: int = 64):
+    """Synthetic NORMAL/PNEUMONIA pairs of one anatomy (difficulty 0): the lesion is the only systematic difference.
+
+    Returns ``(images uint8 (2n, S, S), labels 0/1 (2n,), lesion masks bool (2n, S, S))``.
+    """
+    from xraylib import synthetic
+
+    images, labels, lesions = [], [], []
+    for i in range(n):
+        anatomy = synthetic.sample_anatomy(seed * 1000 + i, 0.0)
+        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
+            image, lesion, _ = synthetic.make_image(name, "binary", seed * 1000 + i, size, 0.0, anatomy=anatomy)
+            images.append(image)
+            labels.append(label)
+            lesions.append(lesion)
+    return np.stack(images), np.array(labels), np.stack(lesions)
+
+
 @pytest.fixture
 def kermany_tree(tmp_path: Path) -> Path:
     """A tiny Kermany-layout dataset with real-style file names (train/val/test)."""

@@ -41,27 +41,35 @@ def save_figure(fig: plt.Figure, name: str, subdir: str = "") -> Path:
     return path
 
 
-def _clean(value):
+def to_json_safe(value, digits: int | None = 6):
+    """Plain-Python copy of ``value`` for JSON: numpy scalars and arrays converted, NaN/inf as ``None``,
+    floats rounded to ``digits`` (``None`` keeps full precision)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): to_json_safe(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) or math.isinf(value) else round(value, 6)
+        return [to_json_safe(v, digits) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return to_json_safe(value.tolist(), digits)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return value if digits is None else round(value, digits)
     return value
+
+
+def write_json(data: dict, path: str | Path, digits: int | None = None) -> Path:
+    """Write ``data`` as indented JSON at ``path`` (see :func:`to_json_safe`), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json_safe(data, digits), indent=2) + "\n")
+    return path
 
 
 def write_metrics(data: dict, name: str) -> Path:
     """Write ``reports/metrics/<name>.json`` (floats rounded to 6 digits, NaN as null)."""
-    config.METRICS_DIR.mkdir(parents=True, exist_ok=True)
-    path = config.METRICS_DIR / f"{name}.json"
-    path.write_text(json.dumps(_clean(data), indent=2) + "\n")
-    return path
+    return write_json(data, config.METRICS_DIR / f"{name}.json", digits=6)
 
 
 def write_plot_data(frame: pd.DataFrame, name: str) -> Path:

@@ -15,8 +15,6 @@ functions for ``.pt`` files.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xraylib import config, metrics
+from xraylib import config, metrics, plots
 from xraylib.data import scan_source
 from xraylib.images import IMAGE_SUFFIXES, ImageReadError, prepare
 from xraylib.torch_data import ImageListDataset, ManifestDataset, build_transform, make_generator, make_loader
@@ -164,24 +162,9 @@ def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, s
     return document
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(data: dict, path: str | Path) -> Path:
-    """Write ``data`` as JSON (NaN and infinities as ``null``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-    return path
+    """Write ``data`` as JSON at full precision (NaN and infinities as ``null``)."""
+    return plots.write_json(data, path)
 
 
 def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: int = 32) -> dict:
@@ -239,7 +222,7 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
     result = {"summary": summary, "report": report, "quarantine": scan.quarantine.to_dict(orient="records"),
               "warnings": list(scan.warnings)}
     write_json(result, out_dir / "metrics.json")
-    return _json_safe(result)
+    return plots.to_json_safe(result, digits=None)
 
 
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:

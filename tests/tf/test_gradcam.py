@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import gradcam, metrics, synthetic, tf_gradcam, tf_layers, tf_model, tf_train
+from tests.conftest import lesion_pairs
+from xraylib import gradcam, metrics, tf_gradcam, tf_layers, tf_model, tf_train
 
 
 def _analytic_cam(acts: np.ndarray, kernel: np.ndarray, classes) -> np.ndarray:
@@ -97,16 +98,7 @@ def test_nested_backbone_with_a_skip_connection_is_refused():
 
 
 def _pairs(n: int, seed: int, size: int = 64):
-    """Synthetic NORMAL/PNEUMONIA pairs of one anatomy (difficulty 0): the lesion is the only systematic difference."""
-    images, labels, lesions = [], [], []
-    for i in range(n):
-        anatomy = synthetic.sample_anatomy(seed * 1000 + i, 0.0)
-        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
-            image, lesion, _ = synthetic.make_image(name, "binary", seed * 1000 + i, size, 0.0, anatomy=anatomy)
-            images.append(image)
-            labels.append(label)
-            lesions.append(lesion)
-    return np.stack(images), np.array(labels), np.stack(lesions)
+    return lesion_pairs(n, seed, size)
 
 
 def test_map_of_a_trained_model_peaks_inside_obvious_lesions():

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.conftest import write_odd_images
 from xraylib import cli, config, tf_model, tf_train
 
 
@@ -23,23 +24,6 @@ def saved_model(tmp_path_factory, tiny_class_names):
     return tf_model.save_model(model, tmp_path_factory.mktemp("cli_model") / "model.keras", meta)
 
 
-def _odd_images(folder):
-    """Valid images in modes the predictor must convert, a corrupt file, a truncated JPEG and a text file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ramp = np.add.outer(np.arange(40), np.arange(48)).astype(np.float64)
-    Image.fromarray((ramp * 700).astype(np.uint16)).save(folder / "sixteen_bit.png")  # mode I;16
-    rgba = np.dstack([np.full((40, 48, 3), 120, np.uint8), (ramp * 2).clip(0, 255).astype(np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
-    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).convert("P").save(folder / "palette.gif")
-    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    good_jpeg = folder / "whole.jpg"
-    Image.fromarray((ramp * 3).clip(0, 255).astype(np.uint8)).save(good_jpeg, quality=90)
-    (folder / "truncated.jpg").write_bytes(good_jpeg.read_bytes()[:200])
-    (folder / "notes.txt").write_text("not an image")
-    return folder
-
-
 def test_help_lists_the_cam_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["predict", "--help"])
@@ -48,7 +32,7 @@ def test_help_lists_the_cam_option(capsys):
 
 
 def test_predict_folder_with_odd_modes_bad_files_and_overlays(saved_model, tmp_path, capsys):
-    folder = _odd_images(tmp_path / "in")
+    folder = write_odd_images(tmp_path / "in")
     missing = tmp_path / "missing.png"
     csv, cams = tmp_path / "out" / "pred.csv", tmp_path / "cams"
     code = cli.main(["predict", str(saved_model), str(folder), str(missing), "--output", str(csv), "--cam", str(cams)])

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from xraylib import gradcam, metrics, synthetic, torch_gradcam, torch_model
+from tests.conftest import lesion_pairs
+from xraylib import gradcam, metrics, torch_gradcam, torch_model
 
 ARCHS = ["densenet121", "resnet18", "resnet50", "squeezenet"]
 
@@ -82,18 +83,11 @@ def test_bad_arguments_are_named():
 
 
 def _pairs(n: int, seed: int, size: int = 64):
-    """Synthetic NORMAL/PNEUMONIA pairs of one anatomy (difficulty 0): the lesion is the only systematic difference."""
-    images, labels, lesions = [], [], []
-    for i in range(n):
-        anatomy = synthetic.sample_anatomy(seed * 1000 + i, 0.0)
-        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
-            image, lesion, _ = synthetic.make_image(name, "binary", seed * 1000 + i, size, 0.0, anatomy=anatomy)
-            images.append(image)
-            labels.append(label)
-            lesions.append(lesion)
-    x = torch.tensor(np.stack(images), dtype=torch.float32)[:, None] / 255.0
+    """:func:`tests.conftest.lesion_pairs` as standardised float tensors for a torch model."""
+    images, labels, lesions = lesion_pairs(n, seed, size)
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 255.0
     x = (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)  # per-image standardisation
-    return x, torch.tensor(labels, dtype=torch.float32), np.stack(lesions)
+    return x, torch.tensor(labels, dtype=torch.float32), lesions
 
 
 def test_map_of_a_trained_model_peaks_inside_obvious_lesions():
