@@ -13,7 +13,6 @@ internal and external evaluations look the same.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +131,7 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
     scan.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     result = {"summary": summary, "report": report,
               "quarantine": scan.quarantine.to_dict(orient="records"), "warnings": scan.warnings}
-    (out_dir / "metrics.json").write_text(json.dumps(plots._clean(result), indent=2) + "\n")
+    plots.write_json(result, out_dir / "metrics.json", digits=6)
     if len(np.unique(y_true)) == 2:
         for name, table in curve_frames(y_true, y_prob).items():
             table.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
