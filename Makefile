@@ -12,10 +12,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: env repro test test-unit test-tf test-torch test-notebooks lab clean-venv
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/xraylib install-kernel
 	$(BIN)/dvc config --local core.analytics false || true

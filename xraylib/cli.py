@@ -26,7 +26,6 @@ KAGGLE_DATASETS = {
     "kermany": "paultimothymooney/chest-xray-pneumonia",
     "covid_radiography": "tawsifurrahman/covid19-radiography-database",
 }
-PROFILES_DIR = config.PROJECT_ROOT / "profiles"
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -34,7 +33,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     params = config.load_params(args.params)
     spec = config.section(params, "synthesize")
-    out = config.resolve(args.out) if args.out else config.SYNTHETIC_DIR
+    out = config.user_path(args.out) if args.out else config.SYNTHETIC_DIR
     for task in config.TASKS:
         frame = synthetic.generate(out, task, image_size=int(spec["image_size"]),
                                    difficulty=float(spec["difficulty"]), seed=int(params["seed"]),
@@ -47,7 +46,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from xraylib import data
 
     params = config.load_params(args.params)
-    out_dir = config.resolve(args.out) if args.out else config.PROCESSED_DIR / args.task
+    out_dir = config.user_path(args.out) if args.out else config.PROCESSED_DIR / args.task
     summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]), out_dir=out_dir)
     if not args.out:  # the pipeline's own run: publish the summary as DVC metrics
         metrics = {k: v for k, v in summary.items() if k != "warnings"}
@@ -80,20 +79,102 @@ def notebook_parameters(stage: str, params: dict, notebook: Path) -> dict:
     return values
 
 
+def _exit_with_caller(poll_seconds: float = 1.0) -> None:
+    """End this process when the process that started it (or that one's parent) is gone.
+
+    ``dvc repro`` runs a stage as ``dvc -> sh -c -> xraylib notebook``; when ``dvc``
+    is killed, the shell and this process would otherwise run on and keep writing
+    outputs. The notebook kernel watches this process in turn (ipykernel's parent
+    poller, ``JPY_PARENT_PID``), so killing ``dvc`` leaves no orphan writer.
+    """
+    import os
+    import threading
+    import time
+
+    def ancestors() -> list[int]:
+        chain, pid = [], os.getpid()
+        for _ in range(2):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                break
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+            if pid <= 1:
+                break
+            chain.append(pid)
+        return chain
+
+    watched = ancestors()
+    if not watched:  # no /proc (macOS) or started by init: nothing to watch
+        return
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        parent = watched[0]
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent or not all(alive(pid) for pid in watched):
+                print("xraylib: the calling process ended; stopping this stage and its notebook kernel",
+                      file=sys.stderr, flush=True)
+                os._exit(143)
+
+    threading.Thread(target=watch, name="xraylib-exit-with-caller", daemon=True).start()
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     import papermill
 
-    if args.stage not in NOTEBOOKS:
-        raise SystemExit(f"unknown notebook stage {args.stage!r}; expected one of {list(NOTEBOOKS)}")
     params = config.load_params(args.params)
+    root = config.project_root()
     source = config.NOTEBOOKS_DIR / NOTEBOOKS[args.stage]
     target = config.REPORTS_DIR / "notebooks" / NOTEBOOKS[args.stage]
     target.parent.mkdir(parents=True, exist_ok=True)
     values = notebook_parameters(args.stage, params, source)
+    # The kernel inherits this environment: it works in this project (also in a DVC temporary
+    # workspace) and imports this project's copy of xraylib, not whichever copy is installed.
+    os.environ[config.PROJECT_ENV] = str(root)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    _exit_with_caller()
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        for noisy in ("traitlets", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     papermill.execute_notebook(str(source), str(target), parameters=values, cwd=str(config.NOTEBOOKS_DIR),
-                               kernel_name=args.kernel, progress_bar=False, log_output=args.log)
-    print(f"executed {source.name} -> {config.relative_to_project(target)}")
+                               kernel_name=args.kernel, progress_bar=False, log_output=not args.quiet)
+    record = record_environment(args.stage, {k: v for k, v in values.items() if "thread" in k})
+    print(f"executed {source.name} -> {config.relative_to_project(target)} "
+          f"(machine and settings in {config.relative_to_project(record)})")
     return 0
+
+
+def record_environment(stage: str, settings: dict) -> Path:
+    """Add this stage's machine, thread settings and library versions to ``reports/metrics/environment.json``.
+
+    A provenance record, not a pipeline output: it is not a DVC metric and no
+    stage depends on it; each notebook stage replaces its own entry.
+    """
+    from xraylib import numerics
+
+    path = config.METRICS_DIR / "environment.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        document = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        document = {}
+    document[stage] = numerics.describe({"settings": settings})
+    path.write_text(json.dumps(dict(sorted(document.items())), indent=2) + "\n")
+    return path
 
 
 def sync_outputs(stage: str) -> Path:
@@ -171,10 +252,11 @@ def profile_overrides(name: str) -> dict:
     """Flattened ``{dotted.key: value}`` overrides of a named profile in ``profiles/``."""
     import yaml
 
-    path = PROFILES_DIR / f"{name}.yaml"
+    profiles = config.PROFILES_DIR
+    path = profiles / f"{name}.yaml"
     if not path.is_file():
-        have = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"profile {name!r} not found in {PROFILES_DIR}; available: {have}")
+        have = sorted(p.stem for p in profiles.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {name!r} not found in {profiles}; available: {have}")
     overrides = yaml.safe_load(path.read_text()) or {}
 
     def flatten(node: dict, prefix: str = "") -> dict:
@@ -201,6 +283,32 @@ def cmd_exp(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=config.PROJECT_ROOT)
 
 
+def cmd_regression(args: argparse.Namespace) -> int:
+    from xraylib import regression
+
+    root = config.project_root()
+    scratch = config.user_path(args.dir) if args.dir else root / "build" / "regression"
+    reference, tolerances = root / regression.REFERENCE_FILE, root / regression.TOLERANCES_FILE
+    if not args.check_only:
+        copied = regression.copy_project(root, scratch)
+        print(f"[regression] copied {len(copied)} files of the working tree to {scratch}", flush=True)
+        code = regression.run_study(scratch, args.numerics, notebooks=not args.no_notebooks)
+        if code:
+            print(f"xraylib regression: error: the study failed in {scratch} (exit {code}); see the output above",
+                  file=sys.stderr)
+            return code
+    if args.update_reference:
+        print(f"wrote {config.relative_to_project(regression.write_reference(scratch, reference, args.numerics))}")
+        return 0
+    problems = regression.check(scratch, reference, tolerances)
+    for line in problems:
+        print(f"regression: {line}", file=sys.stderr)
+    n = len(regression.headline(scratch / "reports" / "metrics"))
+    print(f"[regression:{args.numerics}] {len(regression.EXACT_METRICS)} exact files and {n} training figures "
+          f"compared with {regression.REFERENCE_FILE}: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def download_command(dataset: str, out: Path) -> list[str]:
     """The Kaggle CLI call that downloads ``dataset`` into ``out``."""
     return ["kaggle", "datasets", "download", "-d", KAGGLE_DATASETS[dataset], "-p", str(out), "--unzip"]
@@ -208,7 +316,7 @@ def download_command(dataset: str, out: Path) -> list[str]:
 
 def cmd_download(args: argparse.Namespace) -> int:
     """Download a Kaggle dataset with kagglehub (needs internet and Kaggle credentials)."""
-    out = config.resolve(args.out) if args.out else config.RAW_DIR / args.dataset
+    out = config.user_path(args.out) if args.out else config.RAW_DIR / args.dataset
     try:
         import kagglehub
     except ImportError as err:  # pragma: no cover - kagglehub is a pinned dependency
@@ -247,18 +355,20 @@ def _framework_module(model_path: Path, kind: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = Path(args.model)
+    model = config.user_path(args.model)
     module = _framework_module(model, "evaluate")
-    metrics = module.evaluate_folder(model, Path(args.data), Path(args.out), batch_size=args.batch_size)
+    metrics = module.evaluate_folder(model, config.user_path(args.data), config.user_path(args.out),
+                                     batch_size=args.batch_size)
     print(json.dumps(metrics.get("summary", metrics), indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model = Path(args.model)
+    model = config.user_path(args.model)
     module = _framework_module(model, "evaluate")
-    inputs = [Path(p) for p in args.inputs]
-    result = module.predict_files(model, inputs, Path(args.output), cam_dir=Path(args.cam) if args.cam else None)
+    inputs = [config.user_path(p) for p in args.inputs]
+    result = module.predict_files(model, inputs, config.user_path(args.output),
+                                  cam_dir=config.user_path(args.cam) if args.cam else None)
     print(f"predicted {result['predicted']} image(s) -> {args.output}; skipped {len(result['skipped'])}")
     for path, reason in result["skipped"]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -267,7 +377,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xraylib", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(config.PARAMS_FILE), help="parameter file (default: params.yaml)")
+    parser.add_argument("--params", help="parameter file (default: params.yaml of the project found from the "
+                        "working directory, or $XRAYLIB_PROJECT)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synthesize", help="generate the synthetic demo data (binary and 4-class)")
@@ -282,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebook", help="execute a numbered notebook with papermill and params.yaml")
     p.add_argument("stage", choices=list(NOTEBOOKS))
     p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
-    p.add_argument("--log", action="store_true", help="stream cell output to the terminal")
+    p.add_argument("--quiet", action="store_true", help="do not stream cell output to the terminal")
     p.set_defaults(func=cmd_notebook)
 
     p = sub.add_parser("model-cards", help="write reports/model_cards/*.md from the metrics of the trained models")
@@ -300,8 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exp", help="run `dvc exp run` with a named profile from profiles/")
     p.add_argument("profile", help="profile name, e.g. kermany_cpu, kermany3_cpu, paper_gpu")
     p.add_argument("--dry-run", action="store_true", help="print the dvc command only")
-    p.add_argument("dvc_args", nargs="*", help="extra arguments for dvc exp run (after --)")
+    p.set_defaults(dvc_args=[])  # everything after `--` goes to dvc exp run (see main)
     p.set_defaults(func=cmd_exp)
+
+    p = sub.add_parser("regression", help="re-run the study in a scratch copy and compare it with the reference")
+    p.add_argument("--dir", help="scratch folder (default build/regression in the project)")
+    p.add_argument("--numerics", choices=["default", "alt"], default="alt",
+                   help="numeric path: alt = oneDNN off and other thread counts than the reference (default)")
+    p.add_argument("--no-notebooks", action="store_true", help="data stages only (no nbval, no training)")
+    p.add_argument("--check-only", action="store_true", help="compare an existing scratch run, run nothing")
+    p.add_argument("--update-reference", action="store_true",
+                   help="record the run as tests/regression/reference.json (after an intended change)")
+    p.set_defaults(func=cmd_regression)
 
     p = sub.add_parser("download", help="download a Kaggle dataset (needs internet and Kaggle credentials)")
     p.add_argument("dataset", choices=list(KAGGLE_DATASETS))
@@ -311,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a saved model on a class-per-folder image set")
     p.add_argument("model", help="saved model: .keras (binary Keras) or .pt (PyTorch checkpoint)")
     p.add_argument("data", help="folder with one subfolder per class (same class names as training)")
-    p.add_argument("--out", default="reports/external", help="output folder for metrics JSON and figures")
+    p.add_argument("--out", default="external_evaluation",
+                   help="output folder for metrics JSON and figures, relative to the working directory "
+                        "(default external_evaluation)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_evaluate)
 
@@ -326,7 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(extra) - 1] if "--" in argv else argv)
+    if extra:
+        if args.command != "exp":
+            parser.error(f"arguments after -- are only for `xraylib exp` (passed to dvc exp run), got {extra}")
+        args.dvc_args = extra
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, KeyError) as err:

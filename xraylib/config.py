@@ -1,63 +1,162 @@
 """Project paths and parameters.
 
-Every path is built from the package location, so notebooks run by papermill
-from any working directory find the same files (cookiecutter-data-science
-style). ``params.yaml`` at the project root is the single source of parameter
-values; notebooks receive them as papermill parameters and scripts read them
-with :func:`load_params`.
+The project is found the way git and DVC find theirs: the environment variable
+``XRAYLIB_PROJECT`` when set, else the nearest folder upwards from the current
+working directory that holds ``dvc.yaml`` and ``params.yaml``. It is never taken
+from where the package is installed, so the same installed code serves the main
+workspace, a DVC temporary experiment workspace (``dvc exp run --temp`` /
+``--queue``), a scratch copy made by the regression suite, or a non-editable
+install. Paths are computed on each access (``config.PROJECT_ROOT``,
+``config.MODELS_DIR``, ...), so a process that changes directory follows.
+
+``params.yaml`` at the project root is the single source of parameter values;
+notebooks receive them as papermill parameters and scripts read them with
+:func:`load_params`.
 """
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PARAMS_FILE = PROJECT_ROOT / "params.yaml"
-
-DATA_DIR = PROJECT_ROOT / "data"
-RAW_DIR = DATA_DIR / "raw"
-SYNTHETIC_DIR = RAW_DIR / "synthetic"
-PROCESSED_DIR = DATA_DIR / "processed"
-MODELS_DIR = PROJECT_ROOT / "models"
-REPORTS_DIR = PROJECT_ROOT / "reports"
-FIGURES_DIR = REPORTS_DIR / "figures"
-METRICS_DIR = REPORTS_DIR / "metrics"
-PLOTS_DIR = REPORTS_DIR / "plots"
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-
-# Real data for development lives beside the repository on development and CI
-# machines only; a user's fresh clone does not have it.
-SHARED_DIR = PROJECT_ROOT.parent / "shared"
-
+PROJECT_ENV = "XRAYLIB_PROJECT"
+SHARED_ENV = "XRAYLIB_SHARED"
+MARKERS = ("dvc.yaml", "params.yaml")
 TASKS = ("binary", "multiclass")
+
+# Folders below the project root, by attribute name (config.DATA_DIR etc.).
+_LAYOUT = {
+    "PARAMS_FILE": "params.yaml",
+    "DATA_DIR": "data",
+    "RAW_DIR": "data/raw",
+    "SYNTHETIC_DIR": "data/raw/synthetic",
+    "PROCESSED_DIR": "data/processed",
+    "MODELS_DIR": "models",
+    "REPORTS_DIR": "reports",
+    "FIGURES_DIR": "reports/figures",
+    "METRICS_DIR": "reports/metrics",
+    "PLOTS_DIR": "reports/plots",
+    "NOTEBOOKS_DIR": "notebooks",
+    "PROFILES_DIR": "profiles",
+    "CACHE_DIR": ".cache",
+}
+
+
+class ProjectNotFoundError(FileNotFoundError):
+    """Raised when no project (dvc.yaml + params.yaml) is found from the working directory."""
+
+
+@lru_cache(maxsize=64)
+def _find_root(start: str, env: str | None) -> Path:
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not all((root / m).is_file() for m in MARKERS):
+            raise ProjectNotFoundError(f"{PROJECT_ENV}={env!r} is not an xraylib project: expected "
+                                       f"{' and '.join(MARKERS)} in {root}")
+        return root
+    here = Path(start)
+    for folder in (here, *here.parents):
+        if all((folder / m).is_file() for m in MARKERS):
+            return folder
+    raise ProjectNotFoundError(f"no xraylib project found from {here}: expected {' and '.join(MARKERS)} in this "
+                               f"folder or one above it; cd into the repository or set {PROJECT_ENV}=/path/to/it")
+
+
+def project_root() -> Path:
+    """The project folder: ``$XRAYLIB_PROJECT``, else the nearest ``dvc.yaml`` + ``params.yaml`` upwards from cwd.
+
+    Raises:
+        ProjectNotFoundError: outside a project (``xraylib predict``/``evaluate`` do not need one).
+    """
+    return _find_root(os.getcwd(), os.environ.get(PROJECT_ENV) or None)
+
+
+def find_project_root() -> Path | None:
+    """Like :func:`project_root`, but ``None`` outside a project."""
+    try:
+        return project_root()
+    except ProjectNotFoundError:
+        return None
+
+
+def shared_dir() -> Path:
+    """Real data for development, beside the repository (``../shared``) on development and CI machines only.
+
+    ``$XRAYLIB_SHARED`` wins. A DVC temporary workspace lives inside the main
+    repository (``<repo>/.dvc/tmp/exps/...``), so ``shared`` beside that repository
+    is used there too. A user's fresh machine has none: callers check ``exists()``.
+    """
+    env = os.environ.get(SHARED_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    root = find_project_root() or Path.cwd()
+    candidates = [root.parent / "shared"]
+    parts = root.parts
+    if ".dvc" in parts:  # dvc exp run --temp / --queue workspace
+        main = Path(*parts[:parts.index(".dvc")])
+        candidates.append(main.parent / "shared")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[0]
+
+
+def __getattr__(name: str) -> Path:
+    """``config.PROJECT_ROOT``, ``config.MODELS_DIR``, ...: computed from the current project on each access."""
+    if name == "PROJECT_ROOT":
+        return project_root()
+    if name == "SHARED_DIR":
+        return shared_dir()
+    if name in _LAYOUT:
+        return project_root() / _LAYOUT[name]
+    raise AttributeError(f"module 'xraylib.config' has no attribute {name!r}")
 
 
 def resolve(path: str | Path) -> Path:
-    """Return ``path`` as an absolute path; relative paths are taken from the project root."""
+    """Return a project path as an absolute path; relative paths are taken from the project root.
+
+    Use this for paths written in ``params.yaml`` and manifests. Paths a user
+    types on the command line are relative to the working directory instead:
+    use :func:`user_path`.
+    """
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (PROJECT_ROOT / p)
+    if p.is_absolute():
+        return p
+    local = project_root() / p
+    if p.parts[:2] == ("..", "shared") and not local.exists():
+        return shared_dir().joinpath(*p.parts[2:])  # profiles name ../shared; a DVC temp workspace has it elsewhere
+    return local
+
+
+def user_path(path: str | Path) -> Path:
+    """A path given on the command line: relative to the current working directory, as the user expects."""
+    return Path(path).expanduser().absolute()
 
 
 def relative_to_project(path: str | Path) -> str:
     """Return ``path`` relative to the project root when inside it, else absolute (posix)."""
     p = Path(path).resolve()
-    try:
-        return p.relative_to(PROJECT_ROOT).as_posix()
-    except ValueError:
-        return p.as_posix()
+    root = find_project_root()
+    if root is not None:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return p.as_posix()
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """Read ``params.yaml`` (or another YAML file) into a dict.
 
     Raises:
         FileNotFoundError: if the file does not exist.
         ValueError: if the file is not a YAML mapping.
     """
-    path = Path(path)
+    path = Path(path) if path is not None else project_root() / "params.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} not found; expected params.yaml at the project root")
     with path.open() as fh:
@@ -88,5 +187,5 @@ def ensure_dirs(*dirs: Path) -> None:
 
 def shared_path(*parts: str) -> Path | None:
     """Return a path under ``../shared`` if it exists, else ``None`` (fresh user machines)."""
-    p = SHARED_DIR.joinpath(*parts)
+    p = shared_dir().joinpath(*parts)
     return p if p.exists() else None

@@ -364,7 +364,8 @@ def check_leakage(manifest: pd.DataFrame) -> dict:
     """Count patients and identical files (sha256) that appear in more than one split.
 
     Rows with split ``excluded`` are ignored. Returns a dict with the counts and
-    up to five examples of each.
+    up to five examples of each: patient ids, and for identical files their paths
+    joined by `` = `` (the hash prefix when the manifest has no ``path`` column).
     """
     used = manifest[manifest["split"].isin(SPLITS)]
     report: dict = {}
@@ -372,7 +373,12 @@ def check_leakage(manifest: pd.DataFrame) -> dict:
         n_splits = used.groupby(column)["split"].nunique()
         shared = sorted(n_splits[n_splits > 1].index)
         report[f"{name}_in_several_splits"] = len(shared)
-        report[f"{name}_examples"] = [s[:16] for s in shared[:5]]
+        examples = [str(s) for s in shared[:5]]
+        if column == "sha256":
+            paths = used.groupby("sha256")["path"] if "path" in used.columns else None
+            examples = [" = ".join(sorted(map(str, paths.get_group(s)))) if paths is not None else str(s)[:16]
+                        for s in shared[:5]]
+        report[f"{name}_examples"] = examples
     return report
 
 
@@ -408,7 +414,7 @@ def data_root_for(task: str, data_params: dict) -> tuple[str, Path]:
     source = spec.get("source")
     if source not in SOURCES:
         raise ValueError(f"data.{task}.source must be one of {list(SOURCES)}, got {source!r}")
-    if source == "synthetic":
+    if source == "synthetic" and not spec.get("root"):
         inner = "chest_xray" if task == "binary" else "COVID-19_Radiography_Dataset"
         return source, config.SYNTHETIC_DIR / inner
     if not spec.get("root"):

@@ -83,9 +83,13 @@ def image_dataset(paths, labels, *, image_size: int, resize_mode: str, equalize_
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     size = int(image_size)
     load = _prepare_fn(size, resize_mode, equalize_method)
+
+    def decode(path, label):
+        image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (size, size, 1)), label
+
     ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype=np.float32)))
-    ds = ds.map(lambda p, y: (tf.ensure_shape(tf.numpy_function(load, [p], tf.uint8, stateful=False), (size, size, 1)), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
     if shuffle:

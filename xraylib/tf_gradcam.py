@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = tf_model.load_model(args.model)
         camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=args.name,
                                    batch_size=args.batch_size)
-        gradcam.save_camset(camset, config.resolve(args.out))
+        gradcam.save_camset(camset, config.user_path(args.out))
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"xraylib.tf_gradcam: error: {err}", file=sys.stderr)
         return 2

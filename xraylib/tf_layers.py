@@ -176,7 +176,8 @@ def class_frequency_weights(labels) -> dict[str, float]:
     n, n_pos = y.size, int(y.sum())
     n_neg = n - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"both classes are needed to weight the loss; got {n_neg} negative and {n_pos} positive labels")
+        raise ValueError(f"both classes are needed to weight the loss; got {n_neg} negative and {n_pos} positive "
+                         "labels")
     return {
         "n_negative": n_neg, "n_positive": n_pos,
         "pos_weight": n_neg / n, "neg_weight": n_pos / n,

@@ -284,7 +284,38 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> Path:
         raise ValueError(f"model path must end in .keras, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
+    make_reproducible(path)
     sidecar_path(path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def make_reproducible(path: str | Path) -> Path:
+    """Rewrite a ``.keras`` archive so that the same weights always give the same bytes.
+
+    Keras stamps the save time into ``metadata.json`` (``date_saved``) and into the
+    zip entry of ``model.weights.h5``; both are replaced by fixed values, so an
+    unchanged model keeps its hash and DVC does not re-run the stages downstream.
+    """
+    import os
+    import zipfile
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tmp, "w") as target:
+        for item in source.infolist():
+            payload = source.read(item)
+            if item.filename == "metadata.json":
+                meta = json.loads(payload)
+                meta["date_saved"] = "1980-01-01@00:00:00"  # fixed: see the docstring
+                payload = json.dumps(meta).encode()
+            entry = zipfile.ZipInfo(item.filename, date_time=FIXED_ZIP_TIME)
+            entry.compress_type = item.compress_type
+            entry.external_attr = 0o644 << 16
+            target.writestr(entry, payload)
+    os.replace(tmp, path)
     return path
 
 

@@ -40,15 +40,15 @@ TTA_MODES = ("none", "flip")
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (the ``train_binary`` section of params.yaml)."""
+    """Settings of one training run (the ``train_binary`` section of params.yaml; same defaults)."""
 
     backbone: str = "small_cnn"
     weights: str = "none"
     image_size: int = 64
     input_norm: str = "auto"
     batch_size: int = 32
-    epochs: int = 8
-    learning_rate: float = 1e-3
+    epochs: int = 20
+    learning_rate: float = 2e-3
     fine_tune_epochs: int = 0
     fine_tune_at: str = "auto"
     fine_tune_learning_rate: float = 1e-4
@@ -58,12 +58,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     imbalance: str = "weighted_loss"
     monitor: str = "val_loss"
-    early_stopping_patience: int = 3
-    reduce_lr_patience: int = 2
+    early_stopping_patience: int = 6
+    reduce_lr_patience: int = 3
     reduce_lr_factor: float = 0.5
     augment_flip: str = "horizontal"
-    augment_rotation: float = 0.1
-    augment_zoom: float = 0.1
+    augment_rotation: float = 0.03
+    augment_zoom: float = 0.05
     augment_contrast: float = 0.0
     augment_brightness: float = 0.0
     tta: str = "none"
@@ -76,9 +76,10 @@ class TrainConfig:
             raise ValueError(f"train_binary.tta must be one of {TTA_MODES}, got {self.tta!r}")
         if self.monitor not in ("val_loss", "val_auc"):
             raise ValueError(f"train_binary.monitor must be 'val_loss' or 'val_auc', got {self.monitor!r}")
-        for name in ("epochs", "fine_tune_epochs", "batch_size"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (1 if name != "fine_tune_epochs" else 0):
-                raise ValueError(f"train_binary.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, least in (("epochs", 1), ("fine_tune_epochs", 0), ("batch_size", 1)):
+            value = getattr(self, name)
+            if int(value) != value or value < least:
+                raise ValueError(f"train_binary.{name} must be an integer >= {least}, got {value!r}")
 
     @property
     def augment(self) -> dict:
@@ -121,10 +122,11 @@ def set_determinism(seed: int) -> None:
 class EpochLine(keras.callbacks.Callback):
     """Print one rounded line per epoch (no timings, so notebook outputs are reproducible)."""
 
-    def __init__(self, phase: str, epochs: int):
+    def __init__(self, phase: str, epochs: int, first_epoch: int = 0):
         super().__init__()
         self.phase = phase
         self.epochs = epochs
+        self.first_epoch = first_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -134,8 +136,8 @@ class EpochLine(keras.callbacks.Callback):
             return "  ".join(f"{prefix}{k} {logs[prefix + k]:.3f}" for k in ("loss", "auc", "accuracy")
                              if prefix + k in logs)
 
-        print(f"{self.phase:<9} epoch {epoch + 1:>2}/{self.epochs}  {part('')} | {part('val_')} | lr {lr:.1e}",
-              flush=True)
+        number = epoch - self.first_epoch + 1
+        print(f"{self.phase:<9} epoch {number:>2}/{self.epochs}  {part('')} | {part('val_')} | lr {lr:.1e}", flush=True)
 
 
 def make_loss(imbalance: str, weights: dict, label_smoothing: float = 0.0):
@@ -151,7 +153,8 @@ def _compile(model: keras.Model, learning_rate: float, loss) -> None:
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
 
 
-def _callbacks(cfg: TrainConfig, phase: str, epochs: int, checkpoint: Path, log_csv: Path | None, append: bool):
+def _callbacks(cfg: TrainConfig, phase: str, epochs: int, checkpoint: Path, log_csv: Path | None, append: bool,
+               first_epoch: int = 0):
     mode = "min" if cfg.monitor == "val_loss" else "max"
     callbacks = [
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=int(cfg.early_stopping_patience)),
@@ -159,7 +162,7 @@ def _callbacks(cfg: TrainConfig, phase: str, epochs: int, checkpoint: Path, log_
                                           patience=int(cfg.reduce_lr_patience), min_lr=1e-6),
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=cfg.monitor, mode=mode, save_best_only=True,
                                         save_weights_only=True),
-        EpochLine(phase, epochs),
+        EpochLine(phase, epochs, first_epoch),
     ]
     if log_csv is not None:
         callbacks.append(keras.callbacks.CSVLogger(str(log_csv), append=append))
@@ -224,7 +227,7 @@ def _fit_arrays(model, x, y, val, cfg, phase, epochs, lr, loss, class_weight, wo
     checkpoint = work / f"best_{phase}.weights.h5"
     history = model.fit(x, y, batch_size=int(cfg.batch_size), epochs=initial_epoch + epochs,
                         initial_epoch=initial_epoch, validation_data=val, shuffle=True, class_weight=class_weight,
-                        callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv, append), verbose=0)
+                        callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv, append, initial_epoch), verbose=0)
     if checkpoint.exists():
         model.load_weights(str(checkpoint))
     return _history_frame(history, phase, initial_epoch)
@@ -234,9 +237,9 @@ def _fit_datasets(model, train, val, cfg, phase, epochs, lr, loss, class_weight,
                   initial_epoch=0):
     _compile(model, lr, loss)
     checkpoint = work / f"best_{phase}.weights.h5"
-    history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, shuffle=False,
-                        class_weight=class_weight, callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv,
-                                                                        append), verbose=0)
+    history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                        shuffle=False, class_weight=class_weight,
+                        callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv, append, initial_epoch), verbose=0)
     if checkpoint.exists():
         model.load_weights(str(checkpoint))
     return _history_frame(history, phase, initial_epoch)

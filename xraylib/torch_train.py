@@ -15,7 +15,12 @@ What :func:`train` adds to the original loop:
 * ``last.pt`` after every epoch with the optimizer, scheduler, AMP scaler, the
   torch / NumPy / ``random`` RNG states, the DataLoader generator and the
   history, so a run killed at any point resumes from its last finished epoch
-  and ends with exactly the weights an uninterrupted run would have;
+  and ends with exactly the weights an uninterrupted run would have. It lives
+  in a checkpoint folder (``train_multiclass.checkpoint_dir``, by default
+  ``.cache/checkpoints/multiclass/<run>/``) outside the DVC outputs, because DVC
+  deletes a stage's outputs before it runs the stage; a copy of ``best.pt`` is
+  kept there too. A checkpoint is resumed only when the run settings, the data
+  and the training code (:func:`code_fingerprint`) are the same;
 * ``history.csv`` (loss, accuracy, validation loss and accuracy, learning rate);
 * CUDA with mixed precision when a GPU is present, deterministic algorithms and
   fixed seeds on the CPU. Bit-identical CPU results also need the same number of
@@ -47,7 +52,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xraylib import config
+from xraylib import config, numerics
 from xraylib.data import class_names as manifest_class_names
 from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import build_model, check_arch
@@ -56,7 +61,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "xraylib-torch-classifier-1"
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 # train_multiclass keys that are not settings of a single run.
-STUDY_KEYS = ("manifest_dir", "model_dir", "resume", "eval_batch_size", "n_resamples", "runs", "run_names")
+STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "runs", "run_names")
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class TrainResult:
     class_names: list[str]
     resumed_from_epoch: int = 0
     extra: dict = field(default_factory=dict)
+    checkpoint_dir: Path | None = None
 
     @property
     def best_path(self) -> Path:
@@ -127,7 +133,7 @@ class TrainResult:
 
     @property
     def last_path(self) -> Path:
-        return self.out_dir / "last.pt"
+        return (self.checkpoint_dir or self.out_dir) / "last.pt"
 
 
 def build_configs(runs: Sequence[dict], run_names: Sequence[str] | None = None, **common) -> list[RunConfig]:
@@ -242,11 +248,48 @@ def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+# Modules whose code decides what training computes; a checkpoint written by other code is not resumed.
+TRAINING_MODULES = ("xraylib.torch_train", "xraylib.torch_data", "xraylib.torch_model", "xraylib.images")
+
+
+def code_fingerprint() -> str:
+    """Hash of the training code (the source of :data:`TRAINING_MODULES`) and the torch version."""
+    import importlib
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for name in TRAINING_MODULES:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    import shutil
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _load_resume_state(path: Path, name: str) -> dict | None:
+    """The resume checkpoint, or ``None`` (with a warning, the file set aside) when it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise ValueError("not an xraylib resume checkpoint")
+        return state
+    except Exception as err:  # truncated zip, pickle payload, foreign file: all mean "cannot resume"
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        log.warning("%s: cannot resume from %s (%s: %s); moved it to %s and training afresh", name, path,
+                    type(err).__name__, str(err).splitlines()[0][:160] if str(err) else "", aside.name)
+        return None
 
 
 def model_metadata(cfg: RunConfig, class_names: Sequence[str]) -> dict:
@@ -316,17 +359,20 @@ def _epoch_line(name: str, row: dict, epochs: int, best: bool) -> str:
 
 
 def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_names: Sequence[str] | None = None,
-          resume: bool = True, on_batch_end: Callable[[int, int], None] | None = None,
+          resume: bool = True, checkpoint_dir: str | Path | None = None,
+          on_batch_end: Callable[[int, int], None] | None = None,
           batch_progress: bool = False, verbose: bool = True) -> TrainResult:
     """Train one run on the manifest's train split, validating on its val split.
 
     Args:
         cfg: run settings.
         manifest: manifest with patient-level ``split`` column.
-        out_dir: run folder for ``best.pt``, ``last.pt`` and ``history.csv``.
+        out_dir: run folder for ``best.pt`` and ``history.csv``.
         class_names: class order; default the sorted labels of ``manifest``.
-        resume: continue from ``out_dir/last.pt`` when it was written with the same
-            settings and data (a finished run is then just reloaded); ``False`` starts afresh.
+        resume: continue from ``checkpoint_dir/last.pt`` when it was written with the same
+            settings, data and code (a finished run is then just reloaded); ``False`` starts afresh.
+        checkpoint_dir: folder for ``last.pt`` and a copy of ``best.pt``; default ``out_dir``.
+            Put it outside folders that DVC deletes before a stage runs.
         on_batch_end: called as ``on_batch_end(epoch, batch_index)`` after each step.
         batch_progress: show a tqdm bar over the batches of each epoch.
         verbose: print one line per epoch (also for epochs restored from a checkpoint,
@@ -337,11 +383,14 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     """
     out_dir = config.resolve(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = config.resolve(checkpoint_dir) if checkpoint_dir is not None else out_dir
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     names = list(class_names) if class_names is not None else manifest_class_names(manifest)
     device = select_device(cfg.device)
     amp = bool(cfg.mixed_precision and device.type == "cuda")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)  # CPU sums depend on the thread count; fixing it fixes the result
+    threads = numerics.thread_count(cfg.num_threads)
+    if threads:
+        torch.set_num_threads(threads)  # CPU sums depend on the thread count; fixing it fixes the result
     set_determinism(cfg.seed, device)
 
     train_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names)
@@ -360,13 +409,14 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         if cfg.step_lr else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
-    fingerprint = {"run": cfg.resume_key(), "data": data_fingerprint(manifest, names)}
+    fingerprint = {"run": cfg.resume_key(), "data": data_fingerprint(manifest, names), "code": code_fingerprint(),
+                   "threads": torch.get_num_threads()}
     history: list[dict] = []
     best_val, best_epoch, start = float("inf"), 0, 1
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fingerprint and state["epoch"] <= cfg.epochs:
+    last_path, best_path, best_copy = ckpt_dir / "last.pt", out_dir / "best.pt", ckpt_dir / "best.pt"
+    state = _load_resume_state(last_path, cfg.name) if resume and last_path.is_file() else None
+    if state is not None:
+        if state.get("fingerprint") == fingerprint and state["epoch"] <= cfg.epochs and best_copy.is_file():
             model.load_state_dict(state["model_state"])
             optimizer.load_state_dict(state["optimizer_state"])
             if scheduler is not None:
@@ -375,12 +425,15 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             restore_rng_state(state["rng"], generator)
             history = list(state["history"])
             best_val, best_epoch, start = state["best_val_loss"], state["best_epoch"], state["epoch"] + 1
-            log.info("%s: resuming after epoch %d from %s", cfg.name, state["epoch"], last_path)
+            if best_copy != best_path:
+                _copy_atomic(best_copy, best_path)
+            done = "finished; reloaded" if state["epoch"] == cfg.epochs else f"resuming after epoch {state['epoch']}"
+            print(f"{cfg.name}: {done} from {config.relative_to_project(last_path)}", flush=True)
         else:
-            log.warning("%s: %s was written with other settings, other data or more epochs; training afresh",
+            log.warning("%s: %s was written with other settings, data or code, or more epochs; training afresh",
                         cfg.name, last_path)
     if start == 1:  # a fresh run must not leave a previous run's best checkpoint or history behind
-        for stale in (best_path, out_dir / "history.csv"):
+        for stale in (best_path, best_copy, out_dir / "history.csv"):
             stale.unlink(missing_ok=True)
     resumed_from = start - 1
     if verbose:
@@ -402,7 +455,9 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         history.append(row)
         if improved:
             best_val, best_epoch = val_loss, epoch
-            _save_atomic({**meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+            _save_atomic({**meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_copy)
+            if best_copy != best_path:
+                _copy_atomic(best_copy, best_path)
         _save_atomic({
             **meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss,
             "optimizer_state": optimizer.state_dict(),
@@ -418,14 +473,21 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     if not history:
         raise ValueError(f"run {cfg.name!r} trained no epoch (train_multiclass.epochs={cfg.epochs})")
     frame = pd.DataFrame(history)[HISTORY_COLUMNS]
-    return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from)
+    frame.to_csv(out_dir / "history.csv", index=False, float_format="%.6g")
+    return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, checkpoint_dir=ckpt_dir)
 
 
 def train_all(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: str | Path, *,
-              resume: bool = True, batch_progress: bool = False) -> dict[str, TrainResult]:
-    """Train every run into ``models_dir/<run name>/``; returns ``{run name: TrainResult}``."""
+              resume: bool = True, checkpoint_dir: str | Path | None = None,
+              batch_progress: bool = False) -> dict[str, TrainResult]:
+    """Train every run into ``models_dir/<run name>/``; returns ``{run name: TrainResult}``.
+
+    ``checkpoint_dir`` (default ``models_dir``) holds ``<run name>/last.pt`` for resuming.
+    """
     models_dir = config.resolve(models_dir)
-    return {cfg.name: train(cfg, manifest, models_dir / cfg.name, resume=resume, batch_progress=batch_progress)
+    ckpt_root = config.resolve(checkpoint_dir) if checkpoint_dir is not None else models_dir
+    return {cfg.name: train(cfg, manifest, models_dir / cfg.name, resume=resume, checkpoint_dir=ckpt_root / cfg.name,
+                            batch_progress=batch_progress)
             for cfg in configs}
 
 
@@ -451,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = configs_from_params(params)
         spec = config.section(params, "train_multiclass")
         manifest = data.load_manifest("multiclass", args.manifest_dir or spec.get("manifest_dir"))
-        out = config.resolve(args.out)
+        out = config.user_path(args.out)
         results = train_all(configs, manifest, out, resume=not args.no_resume, batch_progress=True)
         names = manifest_class_names(manifest)
         reports = {}

@@ -27,17 +27,22 @@ def _images(n: int = 4, size: int = 32) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, size, size)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("backbone, size", [("small_cnn", 32), ("xception", 71), ("inception_resnet_v2", 75),
-                                            ("densenet121", 32)])
-def test_target_layer_and_map_for_every_backbone(backbone, size):
+# The last convolutional activation of each backbone, written out here (not read from xraylib's table):
+# small_cnn's fourth block, Xception's exit flow, InceptionResNetV2's final 1x1 conv block, DenseNet121's
+# final batch norm + ReLU.
+@pytest.mark.parametrize("backbone, size, expected", [("small_cnn", 32, "cnn_block4_act"),
+                                                      ("xception", 71, "block14_sepconv2_act"),
+                                                      ("inception_resnet_v2", 75, "conv_7b_ac"),
+                                                      ("densenet121", 32, "relu")])
+def test_target_layer_and_map_for_every_backbone(backbone, size, expected):
     model = tf_model.build_model(backbone, size, "none")
-    expected = tf_model.LAST_CONV_LAYERS[backbone] if backbone != "small_cnn" else tf_model.last_conv_layer_name(model)
     assert tf_gradcam.target_layer_name(model) == expected
-    if backbone == "inception_resnet_v2":
-        assert expected == "conv_7b_ac"
+    assert isinstance(model.get_layer(expected), keras.layers.Activation)
     cams, probs = tf_gradcam.GradCam(model)(_images(1, size), [1])
     assert cams.shape == (1, size, size) and cams.dtype == np.float32
-    assert cams.min() >= 0.0 and cams.max() <= 1.0 and probs.shape == (1, 1)
+    assert cams.min() >= 0.0 and cams.max() <= 1.0
+    np.testing.assert_allclose(probs, model.predict(_images(1, size)[..., None].astype("float32"), verbose=0),
+                               atol=1e-5)
 
 
 def test_gradients_match_the_analytic_cam_for_both_classes():
@@ -146,17 +151,25 @@ def saved_binary(tmp_path_factory, tiny_class_names):
     return tf_model.save_model(model, tmp_path_factory.mktemp("gc_model") / "model.keras", meta)
 
 
-def test_camset_from_the_command_line_and_the_subprocess_route(saved_binary, tiny_manifest, tmp_path):
+def test_camset_from_the_command_line_and_the_subprocess_route(saved_binary, tiny_manifest, tiny_class_names,
+                                                                 tmp_path):
     frame = gradcam.select_images(tiny_manifest, "test", 3, seed=0)
     csv = tmp_path / "images.csv"
     frame[["path", "label"]].to_csv(csv, index=False)
     assert tf_gradcam.main([str(saved_binary), "--images", str(csv), "--out", str(tmp_path / "c.npz")]) == 0
     camset = gradcam.load_camset(tmp_path / "c.npz")
     assert camset.paths == list(frame["path"]) and camset.images.shape == (len(frame), 32, 32)
-    assert camset.info["target_layer"] == tf_model.last_conv_layer_name(tf_model.load_model(saved_binary)[0])
-    assert camset.probs.shape == (len(frame), 2) and np.allclose(camset.probs.sum(1), 1.0)
-    right = camset.correct
-    np.testing.assert_allclose(camset.cam_true[right], camset.cam_pred[right])
+    assert camset.info["target_layer"] == "cnn_block4_act"
+    # Checked against Keras and Grad-CAM called directly on the stored images, with the true labels.
+    model, _ = tf_model.load_model(saved_binary)
+    p = model.predict(camset.images[..., None].astype("float32"), verbose=0)[:, 0]
+    np.testing.assert_allclose(camset.probs, np.stack([1 - p, p], axis=1), atol=1e-5)
+    np.testing.assert_array_equal(camset.y_pred, (p >= 0.5).astype(int))  # the stored threshold is 0.5
+    y_true = np.array([tiny_class_names.index(label) for label in frame["label"]])
+    np.testing.assert_array_equal(camset.y_true, y_true)
+    cam = tf_gradcam.GradCam(model)
+    np.testing.assert_allclose(camset.cam_true, cam(camset.images, y_true)[0], atol=1e-5)
+    np.testing.assert_allclose(camset.cam_pred, cam(camset.images, camset.y_pred)[0], atol=1e-5)
     assert camset.cam_pred.min() >= 0 and camset.cam_pred.max() <= 1
     # The notebook's route: the same maps from a separate TensorFlow process.
     again = gradcam.run_keras_cams(saved_binary, frame, tmp_path / "keep" / "c.npz")
@@ -174,7 +187,9 @@ def test_save_overlays_accepts_pairs_and_predictor_items(saved_binary, tmp_path)
     images = _images(3)
     index = tf_gradcam.save_overlays(model, [(f"/x/img{i}.png", img) for i, img in enumerate(images)], tmp_path / "a")
     assert list(index["overlay"]) == ["img0_cam.png", "img1_cam.png", "img2_cam.png"]
-    assert set(index["predicted"]) <= {"0", "1"}
+    p = model.predict(images[..., None].astype("float32"), verbose=0)[:, 0]  # without `predicted`: class at 0.5
+    assert list(index["predicted"].astype(str)) == [str(int(v >= 0.5)) for v in p]
+    np.testing.assert_allclose(index["probability"], np.where(p >= 0.5, p, 1 - p), atol=1e-5)
     items = [{"path": "/y/scan.png", "image": images[0], "predicted": 1, "label": "PNEUMONIA", "probability": 0.7}]
     index = tf_gradcam.save_overlays(model, items, tmp_path / "b")
     assert index.loc[0, "predicted"] == "PNEUMONIA" and (tmp_path / "b" / "scan_cam.png").is_file()

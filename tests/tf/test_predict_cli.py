@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import keras
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_odd_images
-from xraylib import cli, config, tf_model, tf_train
+from xraylib import cli, config, images, tf_model, tf_train
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +46,56 @@ def test_predict_folder_with_odd_modes_bad_files_and_overlays(saved_model, tmp_p
         assert bad in captured.err
     table = pd.read_csv(csv)
     assert {p.split("/")[-1] for p in table["path"]} == predicted
-    np.testing.assert_allclose(table["probability_NORMAL"] + table["probability_PNEUMONIA"], 1.0, atol=1e-5)
+    # Probabilities as Keras gives them for the same pixels, outside the predictor (stored threshold 0.5).
+    model = keras.saving.load_model(saved_model)
+    pixels = np.stack([images.prepare(p, 32, "stretch", "none") for p in table["path"]])
+    expected = model.predict(pixels[..., None].astype("float32"), verbose=0)[:, 0]
+    np.testing.assert_allclose(table["probability_PNEUMONIA"], expected, atol=2e-6)
+    np.testing.assert_allclose(table["probability_NORMAL"], 1.0 - expected, atol=2e-6)
+    assert list(table["predicted"]) == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in expected]
     index = pd.read_csv(cams / "cam_index.csv")
     assert sorted(index["path"]) == sorted(table["path"])
     assert list(index["predicted"]) == list(table.set_index("path").loc[index["path"], "predicted"])
     for name in index["overlay"]:
         with Image.open(cams / name) as overlay:
             assert overlay.mode == "RGB" and overlay.size == (32, 32)  # the prepared image the model saw
+
+
+def _constant_model(folder, probability: float, threshold: float):
+    """A small CNN whose output unit ignores the image: p = sigmoid(bias) = ``probability`` for every input.
+
+    Saved like train_binary saves it, then the threshold in ``model.json`` is edited by hand.
+    """
+    keras.utils.set_random_seed(0)
+    model = tf_model.build_model("small_cnn", 32, "none")
+    head = model.get_layer("prediction")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.full_like(bias, math.log(probability / (1.0 - probability)))])
+    cfg = tf_train.TrainConfig(image_size=32, seed=0)
+    meta = tf_train.model_metadata(cfg, ["NORMAL", "PNEUMONIA"], 0.5, resize_mode="stretch", equalize_method="none")
+    path = tf_model.save_model(model, folder / "model.keras", meta)
+    sidecar = json.loads(tf_model.sidecar_path(path).read_text())
+    sidecar["threshold"] = threshold
+    tf_model.sidecar_path(path).write_text(json.dumps(sidecar))
+    return path
+
+
+@pytest.mark.parametrize("probability, threshold, expected", [
+    (0.7, 0.9, "NORMAL"),  # above 0.5 but below the stored threshold
+    (0.7, 0.5, "PNEUMONIA"),  # the same model with 0.5 stored: the threshold made the difference
+    (0.3, 0.1, "PNEUMONIA"),  # below 0.5 but above the stored threshold
+    (0.3, 0.5, "NORMAL"),
+])
+def test_predict_uses_the_stored_threshold(tmp_path, capsys, probability, threshold, expected):
+    model = _constant_model(tmp_path / "model", probability, threshold)
+    folder = write_odd_images(tmp_path / "in")
+    csv = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(model), str(folder), "--output", str(csv)]) == 0
+    assert "predicted 5 image(s)" in capsys.readouterr().out
+    table = pd.read_csv(csv)
+    assert set(table["predicted"]) == {expected}
+    np.testing.assert_allclose(table["probability_PNEUMONIA"], probability, atol=2e-6)  # sigmoid of the bias
+    np.testing.assert_allclose(table["probability_NORMAL"], 1.0 - probability, atol=2e-6)
 
 
 def test_only_bad_inputs_exit_1(saved_model, tmp_path, capsys):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
-from xraylib import config, tf_data, tf_evaluate, tf_model, tf_train
+from xraylib import cli, config, tf_data, tf_evaluate, tf_model, tf_train
 
 SIZE = 32
 
@@ -74,6 +76,44 @@ def test_evaluate_folder_uses_stored_threshold_and_quarantines(saved_model, exte
     # Same pixels as training: probabilities match the model on images prepared with the stored settings.
     expected = model.predict(tf_data.load_images(predictions["path"], SIZE, "pad", "hist")[..., None], verbose=0)
     np.testing.assert_allclose(predictions["probability_PNEUMONIA"], expected[:, 0], atol=1e-5)
+    # The metrics, recomputed with scikit-learn from the folder names (the true labels) and Keras' output.
+    _assert_binary_summary(summary, predictions["path"].map(_folder_label), expected[:, 0], 0.4)
+    assert list(predictions["predicted"]) == ["PNEUMONIA" if p >= 0.4 else "NORMAL" for p in expected[:, 0]]
+
+
+def _folder_label(path: str) -> str:
+    return Path(path).parent.name
+
+
+def _assert_binary_summary(summary: dict, labels, probability, threshold: float) -> None:
+    """Headline numbers of an evaluation against scikit-learn on the true labels."""
+    y = (np.asarray(labels) == "PNEUMONIA").astype(int)
+    assert 0 < y.sum() < len(y), "the check needs both classes"
+    decided = (np.asarray(probability) >= threshold).astype(int)
+    assert summary["n"] == len(y) and summary["n_positive"] == y.sum()
+    assert summary["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probability), abs=1e-6)
+    assert summary["average_precision"] == pytest.approx(skm.average_precision_score(y, probability), abs=1e-6)
+    stored = summary["stored_threshold"]
+    assert stored["threshold"] == threshold
+    assert stored["accuracy"] == pytest.approx(skm.accuracy_score(y, decided))
+    assert stored["sensitivity"] == pytest.approx(skm.recall_score(y, decided, zero_division=0))
+    assert stored["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - decided, zero_division=0))
+    original = (np.asarray(probability) >= 0.75).astype(int)
+    assert summary["original_0.75"]["accuracy"] == pytest.approx(skm.accuracy_score(y, original))
+
+
+def test_cli_evaluate_writes_to_the_working_directory_and_matches_sklearn(saved_model, external_folder, tmp_path,
+                                                                          monkeypatch, capsys):
+    path, model, _ = saved_model
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli.main(["evaluate", str(path), str(external_folder)]) == 0  # --out defaults to ./external_evaluation
+    printed = json.loads(capsys.readouterr().out)
+    predictions = pd.read_csv(work / "external_evaluation" / "predictions.csv")
+    assert printed["images"] == len(predictions) == len(list(external_folder.glob("*/synpat*.png")))
+    expected = model.predict(tf_data.load_images(predictions["path"], SIZE, "pad", "hist")[..., None], verbose=0)
+    _assert_binary_summary(printed, predictions["path"].map(_folder_label), expected[:, 0], 0.4)
 
 
 def test_evaluate_folder_rejects_unknown_classes(saved_model, external_folder, tmp_path):
@@ -93,8 +133,11 @@ def test_predict_files_skips_bad_inputs(saved_model, external_folder, tmp_path):
     table = pd.read_csv(out_csv)
     assert result["predicted"] == len(table) == len(list((external_folder / "NORMAL").glob("synpat*.png"))) + 1
     assert list(table.columns) == ["path", "predicted", "probability_NORMAL", "probability_PNEUMONIA"]
-    np.testing.assert_allclose(table["probability_NORMAL"] + table["probability_PNEUMONIA"], 1.0, atol=1e-5)
-    assert set(table["predicted"]) <= {"NORMAL", "PNEUMONIA"}
+    expected = saved_model[1].predict(tf_data.load_images(table["path"], SIZE, "pad", "hist")[..., None],
+                                      verbose=0)[:, 0]
+    np.testing.assert_allclose(table["probability_PNEUMONIA"], expected, atol=1e-5)
+    np.testing.assert_allclose(table["probability_NORMAL"], 1.0 - expected, atol=1e-5)
+    assert list(table["predicted"]) == ["PNEUMONIA" if p >= 0.4 else "NORMAL" for p in expected]  # stored 0.4
 
 
 def test_predict_files_writes_gradcam_overlays(saved_model, external_folder, tmp_path):

@@ -114,3 +114,22 @@ def test_paper_profile_builds_and_trains_one_step():
     assert np.isfinite(logs["loss"])
     lower, upper = tf_model.split_at(model, tf_model.fine_tune_layer(cfg.backbone, cfg.fine_tune_at))
     assert upper.input.shape[1:] == (8, 8, 2080)
+
+
+def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
+    """Keras stamps the save time into the archive; save_model removes it so DVC sees an unchanged model."""
+    import time
+    import zipfile
+
+    model = tf_model.build_model("small_cnn", 32, "none")
+    meta = {"threshold": 0.3, "class_names": ["NORMAL", "PNEUMONIA"]}
+    first = tf_model.save_model(model, tmp_path / "a" / "model.keras", meta)
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution
+    second = tf_model.save_model(model, tmp_path / "b" / "model.keras", meta)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {item.date_time for item in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    reloaded, stored = tf_model.load_model(first)  # still a valid Keras archive
+    x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1)).astype("float32")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert stored["threshold"] == 0.3

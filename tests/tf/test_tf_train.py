@@ -99,3 +99,17 @@ def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="train_binary.tta"):
         tf_train.TrainConfig(tta="five_crop")
     assert tf_train.TrainConfig.from_params({"epochs": 3, "n_bootstrap": 10}).epochs == 3
+
+
+def test_pretrained_backbone_trained_on_images_then_fine_tuned(tmp_path, tiny_manifest, tiny_class_names):
+    """cache_features: false (the GPU recipe): frozen backbone with augmentation, then the top block unfrozen."""
+    weights = tmp_path / "xception_notop.weights.h5"
+    keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3)).save_weights(weights)
+    cfg = tf_train.TrainConfig(backbone="xception", weights=str(weights), image_size=71, epochs=1,
+                               fine_tune_epochs=1, batch_size=8, cache_features=False, seed=1)
+    data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=71, resize_mode="stretch",
+                                  equalize_method="none", batch_size=8, seed=1)
+    result = tf_train.train_binary(cfg, data)
+    assert list(result.history["phase"]) == ["head", "fine_tune"]
+    trained = [layer.name for layer in result.model.layers if layer.trainable and layer.weights]
+    assert trained == ["block14_sepconv1", "block14_sepconv2", "prediction"]  # batch norm stays frozen

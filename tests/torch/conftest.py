@@ -71,3 +71,35 @@ def trained_checkpoint(tiny_manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "tiny"
     result = torch_train.train(cfg, tiny_manifest, out, verbose=False)
     return result.best_path
+
+
+def softmax_by_hand(checkpoint: Path, paths) -> np.ndarray:
+    """Class probabilities of ``checkpoint`` for image files, computed outside xraylib's input pipeline.
+
+    The grey image from :func:`xraylib.images.prepare` (the shared preparation, tested on its own)
+    is scaled to 0..1, copied to three channels and normalised with the ImageNet mean and standard
+    deviation written out here; the model's logits go through a softmax. Predictions, evaluations and
+    Grad-CAM sets must give these numbers.
+    """
+    import torch
+
+    from xraylib import images
+    from xraylib.torch_evaluate import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    mean = np.array([0.485, 0.456, 0.406])[:, None, None]
+    std = np.array([0.229, 0.224, 0.225])[:, None, None]
+    batch = []
+    for path in paths:
+        grey = images.prepare(path, meta["image_size"], meta["resize"], meta["equalize"]) / 255.0
+        batch.append((np.repeat(grey[None], 3, axis=0) - mean) / std)
+    with torch.no_grad():
+        logits = model(torch.tensor(np.stack(batch), dtype=torch.float32)).double().numpy()
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def reference_probs():
+    """:func:`softmax_by_hand`, for tests: ``reference_probs(checkpoint, paths) -> (N, C)``."""
+    return softmax_by_hand

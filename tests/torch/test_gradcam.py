@@ -12,6 +12,8 @@ from tests.conftest import lesion_pairs
 from xraylib import gradcam, metrics, torch_gradcam, torch_model
 
 ARCHS = ["densenet121", "resnet18", "resnet50", "squeezenet"]
+MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]  # ImageNet statistics, as torchvision documents them
+STD = np.array([0.229, 0.224, 0.225])[:, None, None]
 
 
 def _batch(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -135,17 +137,27 @@ def test_map_of_a_trained_model_peaks_inside_obvious_lesions():
     assert hits.mean() >= 0.4
 
 
-def test_camset_for_a_checkpoint(trained_checkpoint, tiny_manifest):
+def test_camset_for_a_checkpoint(trained_checkpoint, tiny_manifest, reference_probs):
     frame = gradcam.select_images(tiny_manifest, "test", 0)
     camset = torch_gradcam.camset_for_checkpoint(trained_checkpoint, frame, batch_size=4)
     assert camset.name == trained_checkpoint.parent.name and camset.class_names == ["BACTERIA", "NORMAL", "VIRUS"]
     assert camset.images.shape == (len(frame), 32, 32) and camset.cam_pred.shape == camset.images.shape
     assert camset.info["arch"] == "squeezenet" and camset.info["target_layer"] == "features"
     assert camset.info["map_size"] == [1, 1]  # SqueezeNet at 32 px: the notebook names such maps
-    np.testing.assert_allclose(camset.probs.sum(1), 1.0, atol=1e-6)
+    expected = reference_probs(trained_checkpoint, frame["path"])  # softmax computed outside xraylib's pipeline
+    np.testing.assert_allclose(camset.probs, expected, atol=1e-5)
+    np.testing.assert_array_equal(camset.y_pred, expected.argmax(axis=1))
     assert list(camset.y_true) == [camset.class_names.index(lab) for lab in frame["label"]]
-    right = camset.correct
-    np.testing.assert_array_equal(camset.cam_true[right], camset.cam_pred[right])
+    # Maps of the true and the predicted class, each computed directly for every image.
+    from xraylib.torch_evaluate import load_checkpoint
+
+    model, _ = load_checkpoint(trained_checkpoint)
+    batch = torch.tensor(np.stack([(np.repeat(im[None] / 255.0, 3, axis=0) - MEAN) / STD for im in camset.images]),
+                         dtype=torch.float32)
+    np.testing.assert_allclose(camset.cam_true, torch_gradcam.compute_cams(model, "squeezenet", batch,
+                                                                          list(camset.y_true)), atol=1e-5)
+    np.testing.assert_allclose(camset.cam_pred, torch_gradcam.compute_cams(model, "squeezenet", batch,
+                                                                          list(camset.y_pred)), atol=1e-5)
     bad = frame.assign(label="COVID")
     with pytest.raises(ValueError, match="not classes"):
         torch_gradcam.camset_for_checkpoint(trained_checkpoint, bad)

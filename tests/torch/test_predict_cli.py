@@ -22,7 +22,8 @@ def test_help_lists_the_cam_option(capsys):
     assert "--cam DIR" in out and "--output" in out
 
 
-def test_predict_folder_with_odd_modes_bad_files_and_overlays(trained_checkpoint, tiny_root, tmp_path, capsys):
+def test_predict_folder_with_odd_modes_bad_files_and_overlays(trained_checkpoint, tiny_root, tmp_path, capsys,
+                                                              reference_probs):
     folder = write_odd_images(tmp_path / "in")
     shutil.copy(next((tiny_root / "test" / "VIRUS").glob("*.png")), folder / "virus.png")
     missing = tmp_path / "missing.png"
@@ -38,7 +39,10 @@ def test_predict_folder_with_odd_modes_bad_files_and_overlays(trained_checkpoint
     assert "no such file or folder" in captured.err
     table = pd.read_csv(csv)
     assert {p.split("/")[-1] for p in table["path"]} == predicted
-    np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
+    expected = reference_probs(trained_checkpoint, table["path"])  # softmax computed outside the predictor
+    np.testing.assert_allclose(table[["prob_BACTERIA", "prob_NORMAL", "prob_VIRUS"]], expected, atol=1e-5)
+    assert list(table["predicted"]) == [["BACTERIA", "NORMAL", "VIRUS"][k] for k in expected.argmax(axis=1)]
+    np.testing.assert_allclose(table["probability"], expected.max(axis=1), atol=1e-5)
     index = pd.read_csv(cams / "cam_index.csv")
     assert sorted(index["path"]) == sorted(table["path"])
     assert list(index["predicted"]) == list(table.set_index("path").loc[index["path"], "predicted"])

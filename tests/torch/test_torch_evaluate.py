@@ -6,12 +6,13 @@ import json
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 import xraylib
 from xraylib import cli
@@ -43,17 +44,34 @@ def test_load_checkpoint_rejects_a_bare_state_dict(trained_checkpoint, tmp_path)
         load_checkpoint(tmp_path / "none.pt")
 
 
-def test_evaluate_split_agrees_with_its_predictions(trained_checkpoint, tiny_manifest):
+CLASSES = ["BACTERIA", "NORMAL", "VIRUS"]
+
+
+def _assert_report_matches_sklearn(report: dict, labels, predicted) -> None:
+    """Accuracy, macro F1, confusion matrix and per-class recall against scikit-learn on the true labels."""
+    assert report["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, predicted, labels=CLASSES, average="macro",
+                                                        zero_division=0))
+    assert np.asarray(report["confusion_matrix"]).tolist() == confusion_matrix(labels, predicted,
+                                                                              labels=CLASSES).tolist()
+    recall = recall_score(labels, predicted, labels=CLASSES, average=None, zero_division=0)
+    for name, value in zip(CLASSES, recall):
+        assert report["per_class"][name]["recall"] == pytest.approx(value)
+
+
+def test_evaluate_split_agrees_with_its_predictions(trained_checkpoint, tiny_manifest, reference_probs):
     report, predictions = evaluate_split(trained_checkpoint, tiny_manifest, "test", n_resamples=20)
     assert len(predictions) == report["n"] == 6
-    names = report["class_names"]
-    expected = confusion_matrix(predictions["actual"], predictions["predicted"], labels=names)
-    assert report["confusion_matrix"] == expected.tolist()
-    probs = predictions[[f"prob_{n}" for n in names]].to_numpy()
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    test = tiny_manifest[tiny_manifest["split"] == "test"].set_index("path")["label"]
+    assert list(predictions["actual"]) == list(test.loc[predictions["path"]])  # the manifest's labels
+    expected = reference_probs(trained_checkpoint, predictions["path"])
+    np.testing.assert_allclose(predictions[[f"prob_{n}" for n in CLASSES]], expected, atol=1e-5)
+    predicted = [CLASSES[k] for k in expected.argmax(axis=1)]
+    assert list(predictions["predicted"]) == predicted
+    _assert_report_matches_sklearn(report, list(predictions["actual"]), predicted)
 
 
-def test_evaluate_folder_quarantines_bad_files(trained_checkpoint, external, tmp_path):
+def test_evaluate_folder_quarantines_bad_files(trained_checkpoint, external, tmp_path, reference_probs):
     out = tmp_path / "report"
     result = evaluate_folder(trained_checkpoint, external, out)
     summary = result["summary"]
@@ -61,7 +79,14 @@ def test_evaluate_folder_quarantines_bad_files(trained_checkpoint, external, tmp
     assert result["quarantine"][0]["path"].endswith("broken.png")
     assert set(summary["per_class"]) == {"BACTERIA", "NORMAL", "VIRUS"}
     assert set(summary["per_class"]["NORMAL"]) == {"precision", "recall", "f1", "specificity", "support"}
-    assert np.sum(summary["confusion_matrix"]) == 6
+    # Every number against scikit-learn: true labels from the folder names, classes from an independent softmax.
+    images = sorted(p for p in external.glob("*/*.png") if p.name != "broken.png")
+    labels = [p.parent.name for p in images]
+    predicted = [CLASSES[k] for k in reference_probs(trained_checkpoint, images).argmax(axis=1)]
+    _assert_report_matches_sklearn(summary, labels, predicted)
+    assert [summary["per_class"][c]["support"] for c in CLASSES] == [labels.count(c) for c in CLASSES]
+    written = pd.read_csv(out / "predictions.csv").sort_values("path")
+    assert list(written["actual"]) == labels and list(written["predicted"]) == predicted
     for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "quarantine.csv"):
         assert (out / name).is_file(), name
     assert json.loads((out / "metrics.json").read_text())["summary"]["quarantined"] == 1
@@ -74,7 +99,7 @@ def test_evaluate_folder_rejects_foreign_classes(trained_checkpoint, external, t
         evaluate_folder(trained_checkpoint, external, tmp_path / "r")
 
 
-def test_predict_files_reports_and_skips_bad_inputs(trained_checkpoint, external, tmp_path):
+def test_predict_files_reports_and_skips_bad_inputs(trained_checkpoint, external, tmp_path, reference_probs):
     (external / "notes.txt").write_text("not an image")
     single = next((external / "VIRUS").glob("*.png"))
     output = tmp_path / "pred.csv"
@@ -87,11 +112,12 @@ def test_predict_files_reports_and_skips_bad_inputs(trained_checkpoint, external
     assert "unreadable image" in reasons[str(external / "notes.txt")]
     frame = pd.read_csv(output)
     assert list(frame.columns) == ["path", "predicted", "probability", "prob_BACTERIA", "prob_NORMAL", "prob_VIRUS"]
-    np.testing.assert_allclose(frame.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
-    assert set(frame["predicted"]) <= {"BACTERIA", "NORMAL", "VIRUS"}
+    expected = reference_probs(trained_checkpoint, frame["path"])
+    np.testing.assert_allclose(frame[[f"prob_{c}" for c in CLASSES]], expected, atol=1e-5)
+    assert list(frame["predicted"]) == [CLASSES[k] for k in expected.argmax(axis=1)]
 
 
-def test_predict_files_hands_items_to_gradcam(trained_checkpoint, external, tmp_path, monkeypatch):
+def test_predict_files_hands_items_to_gradcam(trained_checkpoint, external, tmp_path, monkeypatch, reference_probs):
     calls = []
     fake = types.ModuleType("xraylib.torch_gradcam")
     fake.save_overlays = lambda model, arch, items, cam_dir: calls.append((model, arch, items, cam_dir))
@@ -102,14 +128,23 @@ def test_predict_files_hands_items_to_gradcam(trained_checkpoint, external, tmp_
     assert arch == "squeezenet" and cam_dir == tmp_path / "cams" and len(items) == 2
     item = items[0]
     assert item["image"].shape == (32, 32) and item["image"].dtype == np.uint8
-    assert item["tensor"].shape == (3, 32, 32) and item["label"] in item["class_names"]
-    assert item["class_names"][item["predicted"]] == item["label"]
+    assert item["tensor"].shape == (3, 32, 32) and item["class_names"] == CLASSES
+    expected = reference_probs(trained_checkpoint, [it["path"] for it in items])
+    assert [it["predicted"] for it in items] == list(expected.argmax(axis=1))
+    assert [it["label"] for it in items] == [CLASSES[k] for k in expected.argmax(axis=1)]
+    np.testing.assert_allclose([it["probability"] for it in items], expected.max(axis=1), atol=1e-5)
 
 
-def test_cli_evaluate_and_predict_dispatch_to_torch(trained_checkpoint, external, tmp_path, capsys):
-    assert cli.main(["evaluate", str(trained_checkpoint), str(external), "--out", str(tmp_path / "ev")]) == 0
+def test_cli_evaluate_and_predict_dispatch_to_torch(trained_checkpoint, external, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli.main(["evaluate", str(trained_checkpoint), str(external)]) == 0  # --out: ./external_evaluation
     printed = json.loads(capsys.readouterr().out)
     assert printed["images"] == 6 and printed["quarantined"] == 1
+    written = pd.read_csv(work / "external_evaluation" / "predictions.csv")
+    labels = [Path(p).parent.name for p in written["path"]]  # the true labels: the folder names
+    _assert_report_matches_sklearn(printed, labels, list(written["predicted"]))
     assert cli.main(["predict", str(trained_checkpoint), str(external / "BACTERIA"),
                      "--output", str(tmp_path / "p.csv")]) == 0
     assert "predicted 2 image(s)" in capsys.readouterr().out

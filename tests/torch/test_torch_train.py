@@ -83,6 +83,44 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_manifest, tmp_path, num
                                   pd.read_csv(tmp_path / "full" / "history.csv"))
 
 
+def test_resume_survives_deleted_outputs(tiny_manifest, tmp_path, capsys):
+    """DVC deletes a stage's outputs before it runs it: last.pt and a copy of best.pt live elsewhere."""
+    cfg = RunConfig(name="dvc", arch="squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=0,
+                    learning_rate=0.0005, seed=3)
+    full = train(cfg, tiny_manifest, tmp_path / "full", checkpoint_dir=tmp_path / "full_ckpt", verbose=False)
+    assert not (tmp_path / "full" / "last.pt").exists() and (tmp_path / "full_ckpt" / "last.pt").is_file()
+
+    with pytest.raises(Interrupted):
+        train(cfg, tiny_manifest, tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", on_batch_end=stop_at(3, 1),
+              verbose=False)
+    import shutil
+
+    shutil.rmtree(tmp_path / "out")  # what `dvc repro` does to models/ before re-running the stage
+    capsys.readouterr()
+    resumed = train(cfg, tiny_manifest, tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", verbose=False)
+    assert capsys.readouterr().out.startswith("dvc: resuming after epoch 2 from ")
+    assert resumed.resumed_from_epoch == 2
+    assert (tmp_path / "out" / "best.pt").read_bytes() == (tmp_path / "full" / "best.pt").read_bytes()
+    assert (tmp_path / "out" / "history.csv").read_bytes() == (tmp_path / "full" / "history.csv").read_bytes()
+
+
+def test_checkpoint_of_other_code_or_unreadable_is_not_resumed(tiny_manifest, tmp_path, monkeypatch, caplog):
+    cfg = RunConfig(name="code", arch="squeezenet", epochs=1, batch_size=4, image_size=32, num_workers=0, seed=2)
+    train(cfg, tiny_manifest, tmp_path / "run", verbose=False)
+    monkeypatch.setattr(torch_train, "code_fingerprint", lambda: "other code")
+    with pytest.raises(Interrupted):  # it trains (and is stopped) instead of reloading the finished run
+        train(cfg, tiny_manifest, tmp_path / "run", on_batch_end=stop_at(1, 0), verbose=False)
+    assert "other settings, data or code" in caplog.text
+    monkeypatch.undo()
+
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(b"PK\x03\x04 truncated")
+    caplog.clear()
+    result = train(cfg, tiny_manifest, tmp_path / "run", verbose=False)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 1
+    assert "cannot resume from" in caplog.text and (tmp_path / "run" / "last.pt.unreadable").is_file()
+
+
 def test_checkpoints_history_and_rerun(tiny_manifest, tmp_path, capsys):
     cfg = RunConfig(name="ckpt", arch="resnet18", epochs=2, batch_size=6, image_size=32, num_workers=0,
                     learning_rate=0.001, seed=1)
@@ -97,9 +135,10 @@ def test_checkpoints_history_and_rerun(tiny_manifest, tmp_path, capsys):
     assert (best["arch"], best["image_size"], best["resize"], best["equalize"]) == ("resnet18", 32, "stretch", "none")
     assert best["epoch"] == result.best_epoch and best["val_loss"] == pytest.approx(result.best_val_loss)
 
-    # A finished run is reloaded, not retrained, and prints the same lines.
+    # A finished run is reloaded, not retrained, says so, and prints the same epoch lines.
     again = train(cfg, tiny_manifest, tmp_path / "ckpt", on_batch_end=stop_at(1, 0))
-    assert capsys.readouterr().out.splitlines() == printed
+    reprinted = capsys.readouterr().out.splitlines()
+    assert reprinted[0].startswith("ckpt: finished; reloaded from ") and reprinted[1:] == printed
     pd.testing.assert_frame_equal(again.history, result.history)
 
     # More epochs continue the same run; other settings start afresh.

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import KERMANY224, require_shared, write_xray
-from xraylib import data
+from xraylib import cli, data
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -160,8 +161,11 @@ def test_splits_are_patient_level_stratified_and_seeded():
     b = data.assign_splits(manifest, val_fraction=0.2, test_fraction=0.2, seed=3)
     assert a["split"].tolist() == b["split"].tolist()
     assert set(a["split"]) == {"train", "val", "test"}
-    report = data.assert_no_leakage(a)
-    assert report["patients_in_several_splits"] == 0 and report["identical_files_in_several_splits"] == 0
+    # counted here with pandas, not with the module's own leakage check
+    assert a.groupby("patient_id")["split"].nunique().max() == 1
+    assert a.groupby("sha256")["split"].nunique().max() == 1
+    shared = a.loc[a["sha256"] == manifest.loc[40, "sha256"], "patient_id"]  # one file under two patients
+    assert shared.nunique() == 2 and a.loc[a["patient_id"].isin(shared), "split"].nunique() == 1
     # both classes in every split, roughly the requested sizes
     assert (pd.crosstab(a["label"], a["split"]) > 0).all().all()
     assert 0.1 < (a["split"] == "test").mean() < 0.3
@@ -175,8 +179,11 @@ def test_official_test_split_is_kept_and_clashes_excluded():
     manifest = pd.concat([manifest, extra], ignore_index=True)
     split = data.assign_splits(manifest, seed=0)
     assert (split.loc[split["source_split"] == "test", "split"] == "test").all()
-    assert (split["split"] == "excluded").sum() == 1
-    data.assert_no_leakage(split)
+    # exactly the one training image of a test patient is excluded, and no patient is in two used splits
+    assert split.loc[split["split"] == "excluded", "sha256"].tolist() == ["new"]
+    used = split[split["split"] != "excluded"]
+    assert used.groupby("patient_id")["split"].nunique().max() == 1
+    assert set(used.loc[used["patient_id"].isin(["person1", "person2"]), "split"]) == {"test"}
 
 
 def test_leakage_check_catches_patients_and_identical_files():
@@ -187,6 +194,77 @@ def test_leakage_check_catches_patients_and_identical_files():
     assert report["identical_files_in_several_splits"] == 1
     with pytest.raises(ValueError, match="leakage between splits"):
         data.assert_no_leakage(frame)
+
+
+def _write_params(tmp_path: Path, root: Path) -> Path:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": 1, "data": {"binary": {"source": "kermany", "root": str(root)}}}))
+    return params
+
+
+def _leak_after_splitting(monkeypatch, move) -> None:
+    """Let the real splitter run, then move rows so that they leak (as a splitter bug would)."""
+    real = data.assign_splits
+
+    def leaky(*args, **kwargs):
+        frame = real(*args, **kwargs)
+        return move(frame)
+
+    monkeypatch.setattr(data, "assign_splits", leaky)
+
+
+def _other_split(split: str) -> str:
+    return "val" if split != "val" else "train"
+
+
+def _error_lines(err: str) -> list[str]:
+    """The CLI's own messages on stderr (tqdm draws its scan bars there too)."""
+    return [line for line in err.splitlines() if line.startswith("xraylib")]
+
+
+def test_prepare_fails_when_a_patient_leaks(kermany_tree, tmp_path, monkeypatch, capsys):
+    def move(frame):
+        rows = frame.index[frame["patient_id"] == "person1"]  # person1_bacteria_1 and _2
+        assert len(rows) == 2
+        frame.loc[rows[1], "split"] = _other_split(frame.loc[rows[0], "split"])
+        return frame
+
+    _leak_after_splitting(monkeypatch, move)
+    out = tmp_path / "out"
+    code = cli.main(["--params", str(_write_params(tmp_path, kermany_tree)), "prepare", "binary", "--out", str(out)])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("xraylib prepare: error: leakage between splits")
+    assert "1 patient(s) ['person1']" in lines[0]
+    assert not (out / "manifest.csv").exists(), "a leaking split must not be written"
+
+
+def test_prepare_fails_when_identical_files_leak(kermany_tree, tmp_path, monkeypatch, capsys):
+    normal = kermany_tree / "train" / "NORMAL"
+    shutil.copy(normal / "IM-0001-0001.jpeg", normal / "IM-0050-0001.jpeg")  # same bytes, another patient id
+
+    def move(frame):
+        copy = frame.index[frame["path"].str.endswith("IM-0050-0001.jpeg")][0]
+        original = frame.index[frame["path"].str.endswith("IM-0001-0001.jpeg")][0]
+        frame.loc[copy, "split"] = _other_split(frame.loc[original, "split"])
+        return frame
+
+    _leak_after_splitting(monkeypatch, move)
+    code = cli.main(["--params", str(_write_params(tmp_path, kermany_tree)), "prepare", "binary",
+                     "--out", str(tmp_path / "out")])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code != 0 and len(lines) == 1 and "leakage between splits" in lines[0]
+    assert "0 patient(s) [] and 1 identical file(s)" in lines[0]
+    assert "IM-0001-0001.jpeg" in lines[0] and "IM-0050-0001.jpeg" in lines[0]  # the files, not a hash
+
+
+def test_prepare_without_leakage_writes_the_split(kermany_tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["--params", str(_write_params(tmp_path, kermany_tree)), "prepare", "binary", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "binary: 21 images, 20 patients" in capsys.readouterr().out  # person1 has two images, the others one
+    manifest = data.load_manifest("binary", out)
+    assert manifest.groupby("patient_id")["split"].nunique().max() == 1
 
 
 def test_split_table_counts():

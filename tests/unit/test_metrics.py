@@ -100,6 +100,13 @@ def test_binary_report_and_calibration():
     calibrated = np.where(rng.random(400) < p, 1, 0)  # outcomes drawn from p: well calibrated
     report = metrics.binary_report(calibrated, p, {"t50": 0.5}, n_resamples=50)
     assert report["ece"] < 0.1 and "sensitivity_ci" in report["t50"]
+    assert report["roc_auc"] == pytest.approx(skm.roc_auc_score(calibrated, p))
+    assert report["average_precision"] == pytest.approx(skm.average_precision_score(calibrated, p))
+    assert report["brier"] == pytest.approx(skm.brier_score_loss(calibrated, p))
+    decided = (p >= 0.5).astype(int)
+    assert report["t50"]["accuracy"] == pytest.approx(skm.accuracy_score(calibrated, decided))
+    assert report["t50"]["sensitivity"] == pytest.approx(skm.recall_score(calibrated, decided))
+    assert report["t50"]["precision"] == pytest.approx(skm.precision_score(calibrated, decided))
     overconfident = metrics.expected_calibration_error(y, (p > 0.5).astype(float))
     assert overconfident > 0.3
 
