@@ -49,7 +49,9 @@ def prepare(out: Path, difficulty: float, patients_scale: float, seed: int) -> P
 
 def run_one(manifest_dir: Path, overrides: dict, seed: int) -> dict:
     """Train and evaluate once in this process (TensorFlow imported here only)."""
-    from xraylib import metrics, tf_data, tf_train
+    from xraylib import metrics, tf_data, tf_model, tf_train
+
+    tf_model.SMALL_CNN_NORM = overrides.pop("small_cnn_norm", tf_model.SMALL_CNN_NORM)
 
     params = config.load_params()
     spec = {k: v for k, v in params["train_binary"].items() if k not in ("manifest_dir", "model_dir",

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="*", default=[], help="run names (default all six)")
     parser.add_argument("--paths", nargs="+", default=["t1s42", "t2s42"],
                         help="numeric paths: t<threads>s<seed>, e.g. t1s42 t2s42 t1s43")
+    parser.add_argument("--run-set", nargs="*", default=[], metavar="RUN:KEY=VALUE",
+                        help="per-run overrides, e.g. squeezenet:learning_rate=0.0003")
     parser.add_argument("--out", default="build/recipe_torch")
     args = parser.parse_args(argv)
 
@@ -63,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = dict(params["train_multiclass"])
     spec.update(image_size=args.image_size, epochs=args.epochs, learning_rate=args.learning_rate,
                 step_size=args.step_size, run_names=args.runs)
+    import yaml
+
+    runs = [dict(run) for run in spec["runs"]]
+    for item in args.run_set:
+        name, setting = item.split(":", 1)
+        key, value = setting.split("=", 1)
+        next(run for run in runs if run["name"] == name)[key] = yaml.safe_load(value)
+    spec["runs"] = runs
     for path in args.paths:
         threads, seed = (int(x) for x in path[1:].split("s"))
         configs = torch_train.configs_from_params({**params, "seed": seed, "train_multiclass": {

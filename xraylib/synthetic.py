@@ -36,6 +36,15 @@ DEFAULT_N_PATIENTS = {
     "multiclass": {"COVID": 60, "Lung_Opacity": 90, "Normal": 150, "Viral Pneumonia": 40},
 }
 DATASET_ROOTS = {"binary": "chest_xray", "multiclass": "COVID-19_Radiography_Dataset"}
+
+
+def scaled_patients(task: str, scale: float) -> dict[str, int]:
+    """Patients per class: :data:`DEFAULT_N_PATIENTS` of ``task`` times ``scale`` (``synthesize.patients_scale``)."""
+    if task not in DEFAULT_N_PATIENTS:
+        raise ValueError(f"task: expected one of {list(DEFAULT_N_PATIENTS)}, got {task!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"synthesize.patients_scale.{task} must be a number > 0, got {scale!r}")
+    return {label: max(1, int(round(n * scale))) for label, n in DEFAULT_N_PATIENTS[task].items()}
 # Relative lesion strength per class (multiplies the difficulty-driven contrast).
 _STRENGTH = {"PNEUMONIA": 1.0, "COVID": 0.75, "Lung_Opacity": 0.85, "Viral Pneumonia": 0.8}
 

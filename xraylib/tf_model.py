@@ -100,11 +100,17 @@ def resolve_input_norm(input_norm: str, backbone: str, pretrained: bool) -> str:
     return input_norm
 
 
+SMALL_CNN_NORM = "batch"  # batch | group (GroupNormalization: no running statistics that lag behind the weights)
+
+
 def _small_cnn(x):
     """Four conv blocks (16, 32, 64, 128 filters); the last activation is the Grad-CAM layer."""
     for i, filters in enumerate(SMALL_CNN_FILTERS, start=1):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"cnn_block{i}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"cnn_block{i}_bn")(x)
+        if SMALL_CNN_NORM == "group":
+            x = keras.layers.GroupNormalization(groups=8, name=f"cnn_block{i}_bn")(x)
+        else:
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"cnn_block{i}_bn")(x)
         x = keras.layers.Activation("relu", name=f"cnn_block{i}_act")(x)
         if i < len(SMALL_CNN_FILTERS):
             x = keras.layers.MaxPooling2D(2, name=f"cnn_block{i}_pool")(x)

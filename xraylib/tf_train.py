@@ -48,7 +48,7 @@ class TrainConfig:
     input_norm: str = "auto"
     batch_size: int = 32
     epochs: int = 20
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     fine_tune_epochs: int = 0
     fine_tune_at: str = "auto"
     fine_tune_learning_rate: float = 1e-4
@@ -58,7 +58,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     imbalance: str = "weighted_loss"
     monitor: str = "val_loss"
-    early_stopping_patience: int = 6
+    early_stopping_patience: int = 10
     reduce_lr_patience: int = 3
     reduce_lr_factor: float = 0.5
     augment_flip: str = "horizontal"

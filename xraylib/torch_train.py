@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     from xraylib import data, plots, torch_evaluate
 
     parser = argparse.ArgumentParser(prog="python -m xraylib.torch_train", description=main.__doc__)
-    parser.add_argument("--params", default=str(config.PARAMS_FILE), help="parameter file (default params.yaml)")
+    parser.add_argument("--params", help="parameter file (default: params.yaml of the project)")
     parser.add_argument("--manifest-dir", help="folder with manifest.csv (from `xraylib prepare multiclass --out "
                         "DIR`; default train_multiclass.manifest_dir)")
     parser.add_argument("--out", required=True, help="output folder: <run>/ checkpoints, metrics.json, figures")

