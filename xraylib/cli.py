@@ -294,10 +294,13 @@ def profile_overrides(name: str) -> dict:
 
 
 def cmd_exp(args: argparse.Namespace) -> int:
+    from xraylib import schema
+
     overrides = profile_overrides(args.profile)
     params = config.load_params()
-    for key in overrides:
-        config.section(params, key)  # fails early, naming the key, if the profile is stale
+    # Fails early, naming each key, if the profile is stale or sets a value the schema refuses.
+    schema.validate_params(schema.apply_overrides(params, overrides),
+                           source=f"params.yaml + profiles/{args.profile}.yaml")
     command = ["dvc", "exp", "run", *args.dvc_args]
     for key, value in overrides.items():
         command += ["-S", f"{key}={json.dumps(value)}"]

@@ -149,20 +149,30 @@ def relative_to_project(path: str | Path) -> str:
     return p.as_posix()
 
 
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """Read ``params.yaml`` (or another YAML file) into a dict.
+def load_params(path: str | Path | None = None, *, validate: bool = True) -> dict[str, Any]:
+    """Read ``params.yaml`` (or another YAML file) into a dict, checked against :mod:`xraylib.schema`.
+
+    Every entry point reads parameters through here, so a typo'd, missing, mistyped or
+    out-of-range key stops the command with one line per problem, naming the dotted key.
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if the file is not a YAML mapping.
+        ValueError: if the file is not a YAML mapping or breaks the schema (all problems listed).
     """
     path = Path(path) if path is not None else project_root() / "params.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} not found; expected params.yaml at the project root")
     with path.open() as fh:
-        params = yaml.safe_load(fh)
+        try:
+            params = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a YAML mapping of parameters, got {type(params).__name__}")
+    if validate:
+        from xraylib import schema
+
+        schema.validate_params(params, source=path.name)
     return params
 
 

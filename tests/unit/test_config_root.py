@@ -24,7 +24,7 @@ def test_root_is_the_nearest_project_above_the_working_directory(tmp_path, monke
     monkeypatch.chdir(inner / "notebooks")
     assert config.PROJECT_ROOT == inner.resolve()
     assert config.MODELS_DIR == inner.resolve() / "models"
-    assert config.load_params() == {"seed": 1}
+    assert config.load_params(validate=False) == {"seed": 1}
     monkeypatch.chdir(outer / "sub")
     assert config.PROJECT_ROOT == outer.resolve()
     assert config.resolve("data/x.csv") == outer.resolve() / "data" / "x.csv"
@@ -66,3 +66,24 @@ def test_shared_folder_of_a_dvc_temporary_workspace_is_the_main_repositorys(tmp_
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="NO_SUCH_DIR"):
         config.NO_SUCH_DIR  # noqa: B018
+
+
+def test_every_entry_point_validates_the_params(tmp_path, monkeypatch, capsys):
+    """A typo'd key stops the command with one line naming the dotted key and the closest valid key."""
+    import yaml
+
+    from xraylib import cli
+
+    root = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train_binary"]["epoch"] = params["train_binary"].pop("epochs")
+    project = _project(tmp_path / "p")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.delenv(config.PROJECT_ENV, raising=False)
+    monkeypatch.chdir(project)
+    with pytest.raises(ValueError, match=r"train_binary\.epoch: unknown key; did you mean 'epochs'\?"):
+        config.load_params()
+    assert cli.main(["prepare", "binary"]) == 2
+    err = capsys.readouterr().err
+    assert "xraylib prepare: error: params.yaml: 1 problem" in err and "did you mean 'epochs'" in err
+    assert "Traceback" not in err

@@ -197,8 +197,12 @@ def test_leakage_check_catches_patients_and_identical_files():
 
 
 def _write_params(tmp_path: Path, root: Path) -> Path:
+    """The project's params.yaml (complete, as the schema requires) with data.binary pointed at ``root``."""
+    full = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    full["seed"] = 1
+    full["data"]["binary"] = {"source": "kermany", "root": str(root)}
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"seed": 1, "data": {"binary": {"source": "kermany", "root": str(root)}}}))
+    params.write_text(yaml.safe_dump(full))
     return params
 
 

@@ -104,7 +104,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     bad = tmp_path / "p.yaml"
     bad.write_text("seed: 1\n")
     assert cli.main(["--params", str(bad), "prepare", "binary"]) == 2
-    assert "parameter 'data' is missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "p.yaml: 7 problems" in err and "  data: missing (p.yaml must define it)" in err
+    assert "Traceback" not in err
 
 
 def test_download_fails_fast_with_instructions(tmp_path, monkeypatch, capsys):
