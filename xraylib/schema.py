@@ -218,6 +218,7 @@ class TrainMulticlass(_Section):
     weighted_sampler: bool
     device: Device
     mixed_precision: bool
+    precise_bn: bool
     num_threads: int = Field(ge=0)
     resume: bool
     eval_batch_size: int = Field(ge=1)

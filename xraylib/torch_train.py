@@ -86,6 +86,7 @@ class RunConfig:
     device: str = "auto"
     mixed_precision: bool = True
     num_threads: int = 0
+    precise_bn: bool = False
 
     def __post_init__(self):
         check_arch(self.arch)
@@ -335,6 +336,36 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     return total / seen, correct / seen
 
 
+def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: bool = False) -> int:
+    """Precise BatchNorm: replace the running statistics by the exact mean/variance over ``loader``.
+
+    During training each BatchNorm layer keeps an exponential moving average of
+    batch statistics, which lags behind weights that change quickly (constant,
+    high learning rates from scratch): the model then validates and tests with
+    statistics of older weights, and its predictions swing from epoch to epoch.
+    Recomputing them with the current weights over the training images
+    (unaugmented, in a fixed order) removes that lag (Wu & Johnson, "Rethinking
+    'Batch' in BatchNorm", 2021). Returns the number of BatchNorm layers updated.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                model(x.to(device, non_blocking=True))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(layers)
+
+
 def evaluate_loss(model: nn.Module, loader, criterion: nn.Module, device: torch.device, *,
                   amp: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy over ``loader`` in eval mode without gradients."""
@@ -401,6 +432,12 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
                                num_workers=cfg.num_workers, generator=generator, pin_memory=pin)
     val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                              generator=make_generator(cfg.seed + 1), pin_memory=pin)
+    bn_loader = None
+    if cfg.precise_bn:  # the training images without augmentation, in a fixed order
+        bn_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names,
+                                 train=False)
+        bn_loader = make_loader(bn_set, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                                generator=make_generator(cfg.seed + 2), pin_memory=pin)
 
     model = build_model(cfg.arch, len(names), cfg.weights).to(device)
     criterion = nn.CrossEntropyLoss()
@@ -446,6 +483,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=amp, epoch=epoch,
                                     on_batch_end=on_batch_end, show=batch_progress,
                                     desc=f"{cfg.name} {epoch}/{cfg.epochs}")
+        if bn_loader is not None:
+            recompute_batchnorm(model, bn_loader, device, amp=amp)
         val_loss, val_acc = evaluate_loss(model, val_loader, criterion, device, amp=amp)
         if scheduler is not None:
             scheduler.step()

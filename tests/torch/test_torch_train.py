@@ -178,3 +178,24 @@ def test_cli_entry_point_trains_on_a_manifest_folder(tiny_manifest, tmp_path, ca
     document = (tmp_path / "out" / "metrics.json").read_text()
     assert '"squeezenet"' in document and '"per_class"' in document
     assert (tmp_path / "out" / "squeezenet" / "best.pt").is_file()
+
+
+def test_precise_batchnorm_sets_the_exact_statistics_of_the_data():
+    """After recompute_batchnorm the running mean/var are those of all images, not a lagging moving average."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[[[1.0]]], [[[2.0]]]]))
+    model[1].running_mean.fill_(5.0)  # stale statistics from "earlier weights"
+    batches = [torch.randn(4, 1, 3, 3) * s + m for s, m in ((1.0, 0.0), (2.0, 3.0), (0.5, -1.0))]
+    loader = [(x, torch.zeros(len(x), dtype=torch.long)) for x in batches]
+    assert torch_train.recompute_batchnorm(model, loader, torch.device("cpu")) == 1
+    features = torch.cat(batches)  # channel k of the conv output is (k + 1) * input
+    expected_mean = torch.stack([features.mean(), 2 * features.mean()])
+    torch.testing.assert_close(model[1].running_mean, expected_mean, rtol=1e-5, atol=1e-6)
+    # The cumulative average of per-batch unbiased variances (what BatchNorm with momentum=None keeps).
+    per_batch = torch.stack([torch.stack([b.var(unbiased=True), (2 * b).var(unbiased=True)]) for b in batches])
+    torch.testing.assert_close(model[1].running_var, per_batch.mean(0), rtol=1e-5, atol=1e-6)
+    assert model[1].momentum == 0.1  # the layer's own momentum is restored
