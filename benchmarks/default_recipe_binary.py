@@ -86,10 +86,6 @@ def run_one(manifest_dir: Path, overrides: dict, seed: int) -> dict:
             "n_test": len(test_probs)}
 
 
-def parse_value(text: str):
-    return yaml.safe_load(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True)
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = config.user_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     seed_default = int(config.load_params()["seed"])
     manifest_dir = prepare(out, args.difficulty, args.patients_scale, seed_default)
     if args.one:

@@ -339,8 +339,9 @@ def cmd_regression(args: argparse.Namespace) -> int:
         figures = regression.headline(scratch / "reports" / "metrics")
         n = len(figures)
         reference_figures = json.loads(reference.read_text())["headline"]
+        limits = regression.load_tolerances(tolerances)  # read once, not once per figure
         for name, value in figures.items():
-            if regression.tolerance_for(name, regression.load_tolerances(tolerances)) is None:
+            if regression.tolerance_for(name, limits) is None:
                 print(f"[regression] not compared (unstable across numeric paths): {name} = {value} "
                       f"(reference {reference_figures.get(name)})")
     print(f"[regression:{args.numerics}] {len(regression.EXACT_METRICS)} exact files and {n} training figures "

@@ -259,9 +259,8 @@ def write_reference(scratch: Path, reference_file: Path, numerics: str) -> Path:
     from xraylib import numerics as numeric_path
 
     metrics_dir = Path(scratch) / "reports" / "metrics"
-    env = {k: v for k, v in NUMERICS[numerics].items()}
     document = {
-        "recorded_with": {"numerics": numerics, **numeric_path.describe({"numerics_env": env})},
+        "recorded_with": {"numerics": numerics, **numeric_path.describe({"numerics_env": dict(NUMERICS[numerics])})},
         "exact": exact_outputs(metrics_dir),
         "headline": headline(metrics_dir),
     }
