@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         equalize, norm = VARIANTS[variant]
         t0 = time.time()
         tf_train.set_determinism(args.seed)
-        model = tf_model.build_model("xception", size, str(weights), input_norm=norm)
+        model = tf_model.build_model("xception", size, str(weights), input_norm=norm,
+                                     dropout=params["train_binary"]["dropout"], l2=params["train_binary"]["l2"],
+                                     augment=None, seed=args.seed)
         lower, _ = tf_model.split_at(model, "block14_sepconv1")
         run = lambda x: lower.predict(x, batch_size=32, verbose=0).astype(np.float16)  # noqa: E731
         sets = {s: prepared(f["path"], size, equalize) for s, f in frames.items()}
@@ -146,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{variant}] cached activations in {extract_s:.0f} s", flush=True)
         for head in args.heads.split(","):
             t1 = time.time()
-            cfg = tf_train.TrainConfig(backbone="xception", weights=str(weights), image_size=size, input_norm=norm,
-                                       epochs=30, learning_rate=1e-3, early_stopping_patience=5, seed=args.seed,
-                                       **HEADS[head])
+            cfg = tf_train.TrainConfig.from_params(
+                params["train_binary"], backbone="xception", weights=str(weights), image_size=size, input_norm=norm,
+                epochs=30, learning_rate=0.001, early_stopping_patience=5, seed=args.seed, **HEADS[head])
             tf_train.set_determinism(args.seed)
             model = tf_model.build_model("xception", size, str(weights), input_norm=norm, dropout=cfg.dropout,
-                                         l2=cfg.l2, seed=args.seed)
+                                         l2=cfg.l2, augment=None, seed=args.seed)
             _, upper = tf_model.split_at(model, "block14_sepconv1")
             x_train, x_val = cache["train"], cache["val"]
             if not cfg.fine_tune_epochs:  # head only: train on pooled features

@@ -54,12 +54,7 @@ def run_one(manifest_dir: Path, overrides: dict, seed: int) -> dict:
     tf_model.SMALL_CNN_NORM = overrides.pop("small_cnn_norm", tf_model.SMALL_CNN_NORM)
 
     params = config.load_params()
-    spec = {k: v for k, v in params["train_binary"].items() if k not in ("manifest_dir", "model_dir",
-                                                                          "original_threshold", "n_bootstrap",
-                                                                          "equalize_override")}
-    spec.update(overrides)
-    fields = tf_train.TrainConfig.__dataclass_fields__
-    cfg = tf_train.TrainConfig(**{k: v for k, v in spec.items() if k in fields and k != "seed"}, seed=seed)
+    cfg = tf_train.TrainConfig.from_params(params["train_binary"], **{**overrides, "seed": seed})
     manifest = data.load_manifest("binary", manifest_dir)
     names = data.class_names(manifest)
     datasets = tf_data.split_datasets(manifest, names, image_size=cfg.image_size, resize_mode="stretch",

@@ -81,7 +81,7 @@ def kermany_tree(tmp_path: Path) -> Path:
     }
     for label, files in names.items():
         for i, name in enumerate(files):
-            write_xray(root / "train" / label / name, value=60 + 7 * i + (40 if label == "PNEUMONIA" else 0))
+            write_xray(root / "train" / label / name, value=60 + 7 * i + (45 if label == "PNEUMONIA" else 0))  # >= 3 grey levels apart across labels
     write_xray(root / "test" / "NORMAL" / "IM-0100-0001.jpeg", 50)
     write_xray(root / "test" / "PNEUMONIA" / "person100_bacteria_100.jpeg", 150)
     write_xray(root / "val" / "NORMAL" / "NORMAL2-IM-0200-0001.jpeg", 70)

@@ -11,9 +11,10 @@ import argparse
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
-from xraylib import config
+from xraylib import config, errors, model_files
 
 NOTEBOOKS = {
     "explore": "01_explore.ipynb",
@@ -48,16 +49,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     params = config.load_params(args.params)
     out_dir = config.user_path(args.out) if args.out else config.PROCESSED_DIR / args.task
-    summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]), out_dir=out_dir)
+    with warnings.catch_warnings():  # the scan's warnings are in the summary, printed once below
+        warnings.simplefilter("ignore", UserWarning)
+        summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]), out_dir=out_dir)
     if not args.out:  # the pipeline's own run: publish the summary as DVC metrics
         metrics = {k: v for k, v in summary.items() if k != "warnings"}
         config.ensure_dirs(config.METRICS_DIR)
         (config.METRICS_DIR / f"data_{args.task}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{args.task}: {summary['images']} images, {summary['patients']} patients, "
           f"{summary['quarantined']} quarantined (see {config.relative_to_project(out_dir / 'quarantine.csv')}), "
+          f"{summary['label_conflicts']} in label conflicts, {summary['nested_images']} from subfolders, "
           f"leakage: {summary['leakage_patients']} patients / {summary['leakage_identical_files']} files")
     for note in summary["warnings"]:
-        print(f"warning: {note}")
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -65,18 +69,28 @@ def notebook_parameters(stage: str, params: dict, notebook: Path) -> dict:
     """Values for a notebook's ``parameters`` cell, looked up in params.yaml.
 
     Each parameter the notebook declares is taken from the stage's section, then
-    from the shared ``data`` section, then from the top level (``seed``).
+    from the shared ``data`` section, then from the top level (``seed``). Every one
+    must be found: the notebook's own values are never used in its place.
+
+    Raises:
+        KeyError: params.yaml has no section ``stage`` or ``data``.
+        ValueError: a declared parameter is in none of those places.
     """
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
-    scopes = [params.get(stage) or {}, params.get("data") or {}, params]
+    scopes = [config.section(params, stage), config.section(params, "data"), params]
     values = {}
     for name in declared:
         for scope in scopes:
-            if isinstance(scope, dict) and name in scope:
+            if name in scope:
                 values[name] = scope[name]
                 break
+    missing = [name for name in declared if name not in values]
+    if missing:
+        raise ValueError(f"{notebook.name} declares parameter(s) {missing} that params.yaml does not define (looked "
+                         f"in {stage}, data and the top level); add them to params.yaml or remove them from the "
+                         "notebook's parameters cell")
     return values
 
 
@@ -151,12 +165,36 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         for noisy in ("traitlets", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    papermill.execute_notebook(str(source), str(target), parameters=values, cwd=str(config.NOTEBOOKS_DIR),
-                               kernel_name=args.kernel, progress_bar=False, log_output=not args.quiet)
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=values, cwd=str(config.NOTEBOOKS_DIR),
+                                   kernel_name=args.kernel, progress_bar=False, log_output=not args.quiet)
+    except papermill.PapermillExecutionError as err:
+        if errors.debug_requested(args.debug):
+            raise
+        raise notebook_failure(err, source, target) from None
     record = record_environment(args.stage, {k: v for k, v in values.items() if "thread" in k})
     print(f"executed {source.name} -> {config.relative_to_project(target)} "
           f"(machine and settings in {config.relative_to_project(record)})")
     return 0
+
+
+# Exceptions that, raised in a notebook cell, mean the input was wrong (xraylib raises these with a message
+# for the user) rather than a bug: the stage exits with status 2 instead of 1.
+NOTEBOOK_INPUT_ERRORS = frozenset({"ValueError", "KeyError", "FileNotFoundError", "PermissionError", "ParamsError",
+                                   "ImageReadError", "ModelFileError", "WeightsUnavailableError", "IsADirectoryError"})
+
+
+def notebook_failure(err, source: Path, target: Path) -> errors.StageError:
+    """One line for an exception raised in a notebook cell (papermill's ``PapermillExecutionError``).
+
+    The executed notebook, which papermill writes with the failing cell's full
+    traceback, is named so the user can open it; the traceback is not printed.
+    """
+    evalue = errors.one_line(Exception(err.evalue)) if err.evalue else ""
+    return errors.StageError(
+        f"{source.name} stopped in cell [{err.exec_count}]: {err.ename}: {evalue} (the executed notebook with the "
+        f"traceback: {config.relative_to_project(target)}; --debug prints it)",
+        input_error=err.ename in NOTEBOOK_INPUT_ERRORS)
 
 
 def record_environment(stage: str, settings: dict) -> Path:
@@ -380,9 +418,15 @@ def model_framework(model_path: Path) -> str:
     if not model_path.exists():
         raise FileNotFoundError(f"model file {model_path} not found; train it with `dvc repro` first")
     suffix = model_path.suffix.lower()
+    # The file is looked at before the framework is imported: a wrong file gives one line, without
+    # TensorFlow's or torch's start-up messages and without reading anything that could run code.
     if suffix == ".keras":
+        model_files.check_keras_archive(model_path)
         return "keras"
     if suffix in (".pt", ".pth"):
+        what = model_files.describe(model_path)
+        if not what.startswith(("a PyTorch file", "a truncated or damaged PyTorch file")):
+            raise model_files.not_a_model(model_path, model_files.TORCH_CHECKPOINT, what)
         return "torch"
     raise ValueError(f"unknown model type {model_path.name!r}; expected a .keras (binary Keras) or .pt (PyTorch) file")
 
@@ -419,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xraylib", description=__doc__.splitlines()[0])
     parser.add_argument("--params", help="parameter file (default: params.yaml of the project found from the "
                         "working directory, or $XRAYLIB_PROJECT)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (also: {errors.DEBUG_ENV}=1, e.g. under dvc repro)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synthesize", help="generate the synthetic demo data (binary and 4-class)")
@@ -502,12 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "exp":
             parser.error(f"arguments after -- are only for `xraylib exp` (passed to dvc exp run), got {extra}")
         args.dvc_args = extra
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"xraylib {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return errors.run_command(lambda: args.func(args), f"xraylib {args.command}", debug=args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,8 +138,13 @@ def user_path(path: str | Path) -> Path:
 
 
 def relative_to_project(path: str | Path) -> str:
-    """Return ``path`` relative to the project root when inside it, else absolute (posix)."""
-    p = Path(path).resolve()
+    """Return ``path`` relative to the project root when inside it, else absolute (posix).
+
+    Folders on the way are resolved, the last name is not: a link keeps its own name
+    (also a broken or looping one, which cannot be resolved).
+    """
+    p = Path(path).absolute()
+    p = p.parent.resolve() / p.name
     root = find_project_root()
     if root is not None:
         try:

@@ -22,6 +22,23 @@ split           train / val / test after :func:`assign_splits`
 Files that cannot be decoded are not in the manifest: they go to a quarantine
 table with the reason, and the run goes on. Raw files are only read.
 
+Rules for what a scan reads (the same for ``prepare``, ``evaluate`` and ``predict``):
+
+* A class folder is read **recursively**, as ``xraylib predict`` reads folders;
+  images in subfolders keep the class of the class folder and are counted
+  (``nested_images`` in the summary). Mask folders (``masks``, ``lung_masks``,
+  ``lesion_masks``) are not images. Links to folders are not followed (no loops).
+* Hidden files and folders (``.name``) are skipped and counted.
+* Where class folders belong, a file with an image suffix or none, or a broken link,
+  is an error; documents (README, metadata sheets) are ignored.
+* A file that cannot be decoded completely, is larger than Pillow's
+  decompression-bomb limit, cannot be opened (permission) or exhausts memory is
+  quarantined with the reason; a class folder that cannot be listed likewise.
+* The same picture under two labels, byte-identical or near-identical (perceptual
+  hash candidates confirmed on 64x64 thumbnails), is a **label conflict**: every
+  image of the conflict is left out and listed in ``label_conflicts.csv``.
+* ``prepare`` fails, naming the folder, when a class of the task has no usable image.
+
 Sources
 -------
 ``synthetic``
@@ -43,8 +60,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +85,18 @@ MANIFEST_COLUMNS = [
     "sha256", "duplicate_group", "lesion_mask", "lung_mask",
 ]
 QUARANTINE_COLUMNS = ["path", "label", "reason"]
+CONFLICT_COLUMNS = ["conflict_group", "path", "label", "patient_id", "sha256", "evidence"]
+MASK_FOLDERS = ("masks", "lung_masks", "lesion_masks")
+# Files beside class folders that are documentation, not misplaced images (the COVID-19 Radiography
+# download has README.md.txt and one metadata .xlsx per class at its root).
+DOCUMENT_SUFFIXES = (".md", ".txt", ".rst", ".csv", ".tsv", ".xlsx", ".xls", ".json", ".yaml", ".yml", ".pdf",
+                     ".html", ".zip")
+# Near-identical images: perceptual hashes (imagehash.phash, 64 bits) at most this many bits apart are
+# candidates, confirmed when their 64x64 thumbnails differ by at most this mean absolute grey level (of 255).
+# Measured (benchmarks/README.md): different patients' images differ by >= 14 (Kermany train, 5,216 images)
+# and >= 5.9 (synthetic demo data); the same picture re-encoded differs by < 1.
+NEAR_IDENTICAL_HASH_BITS = 8
+NEAR_IDENTICAL_MEAN_DIFFERENCE = 2.0
 
 _PATIENT_PATTERNS = (
     # Kermany pneumonia: person1000_bacteria_2931.jpeg -> person1000
@@ -106,13 +137,36 @@ def parse_kermany_subtype(path: str | Path) -> str:
 
 @dataclass
 class ScanResult:
-    """What a source scan found: readable images, quarantined files and warnings."""
+    """What a source scan found: usable images, quarantined files, label conflicts and warnings.
+
+    ``counts`` holds ``nested_images`` (read from subfolders of class folders) and
+    ``hidden_skipped``; ``classes`` maps each class folder's label to what was found
+    for it (``folders``, ``files``, ``quarantined``, ``conflicts``, ``usable``).
+    """
 
     manifest: pd.DataFrame
     quarantine: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     source: str = ""
     root: str = ""
+    conflicts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONFLICT_COLUMNS))
+    counts: dict = field(default_factory=dict)
+    classes: dict = field(default_factory=dict)
+
+    def unusable_classes(self) -> dict[str, str]:
+        """``{label: why}`` for class folders that gave no usable image."""
+        empty = {}
+        for label, found in self.classes.items():
+            if found["usable"]:
+                continue
+            folders = ", ".join(f"'{f}'" for f in found["folders"])
+            if not found["files"]:
+                why = f"{folders} {'has' if len(found['folders']) == 1 else 'have'} no files"
+            else:
+                why = (f"all {found['files']} file(s) in {folders} were left out "
+                       f"({found['quarantined']} quarantined, {found['conflicts']} label conflicts)")
+            empty[label] = why
+        return empty
 
 
 def _sha256(path: Path) -> str:
@@ -123,13 +177,74 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _files_in(folder: Path) -> list[Path]:
-    """Regular, non-hidden files directly inside ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _list(folder: Path) -> list[Path]:
+    """Entries of a dataset folder above the class level; an unlistable one is an error naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except PermissionError as err:
+        raise ValueError(f"cannot list data folder '{folder}': permission denied") from err
+    except OSError as err:
+        raise ValueError(f"cannot list data folder '{folder}': {err.strerror or err}") from err
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+def _subdirs(folder: Path, *, strict: bool = True) -> list[Path]:
+    """Non-hidden folders inside ``folder``, sorted.
+
+    With ``strict``, ``folder`` is where class (or split) folders belong: a file with an
+    image suffix or none, a broken link or a special file there is an error (it would
+    otherwise be ignored without a word); documents such as README files are allowed.
+    """
+    found = []
+    for entry in _list(folder):
+        if entry.name.startswith((".", "__")):
+            continue
+        if entry.is_dir():
+            found.append(entry)
+        elif strict and not (entry.is_file() and entry.suffix.lower() in DOCUMENT_SUFFIXES):
+            what = ("a file" if entry.is_file() else "a broken or looping link" if entry.is_symlink()
+                    else "not a folder")
+            raise ValueError(f"'{entry}' is {what} where a class folder belongs; put each image inside the "
+                             f"folder of its class (e.g. '{folder / 'NORMAL'}/'), or move it out of the data root")
+    return found
+
+
+def walk_class_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], Counter]:
+    """Files under a class folder, read recursively; returns ``(files, problems, counts)``.
+
+    ``problems`` are ``(path, reason)`` for folders that cannot be listed and links to
+    folders (not followed, so a link loop cannot hang the scan); ``counts`` has
+    ``nested_images`` (files in subfolders) and ``hidden_skipped``. Mask folders
+    directly inside the class folder are skipped. Files are sorted by path.
+    """
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    counts: Counter = Counter()
+
+    def unlistable(err: OSError) -> None:
+        reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+        problems.append((Path(err.filename), f"folder cannot be listed: {reason}"))
+
+    for here, dirs, names in os.walk(folder, onerror=unlistable):  # followlinks=False
+        here = Path(here)
+        keep = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                counts["hidden_skipped"] += 1
+            elif here == folder and name in MASK_FOLDERS:
+                continue
+            elif (here / name).is_symlink():
+                problems.append((here / name, "link to a folder: not followed"))
+            else:
+                keep.append(name)
+        dirs[:] = keep
+        for name in names:
+            if name.startswith("."):
+                counts["hidden_skipped"] += 1
+                continue
+            files.append(here / name)
+            if here != folder:
+                counts["nested_images"] += 1
+    return sorted(files), problems, counts
 
 
 def _find_root(root: Path, inner: str) -> Path:
@@ -142,7 +257,7 @@ def _class_folders(source: str, root: Path) -> list[tuple[str, str, Path, Path |
     entries: list[tuple[str, str, Path, Path | None]] = []
     if source in ("kermany", "kermany3"):
         root = _find_root(root, "chest_xray")
-        split_dirs = [d for d in _subdirs(root) if d.name.lower() in SPLITS]
+        split_dirs = [d for d in _subdirs(root, strict=False) if d.name.lower() in SPLITS]
         if not split_dirs:
             raise ValueError(
                 f"Kermany root '{root}' has no split folders; expected chest_xray/{{train,val,test}}/"
@@ -171,7 +286,7 @@ def _class_folders(source: str, root: Path) -> list[tuple[str, str, Path, Path |
             entries.append(("", class_dir.name, images if images.is_dir() else class_dir,
                             masks if masks.is_dir() else None))
     elif source == "folder":
-        top = [d for d in _subdirs(root) if d.name not in ("lesion_masks", "lung_masks")]
+        top = [d for d in _subdirs(root) if d.name not in MASK_FOLDERS]
         if top and all(d.name.lower() in SPLITS for d in top):
             for split_dir in top:
                 entries += [(split_dir.name.lower(), c.name, c, None) for c in _subdirs(split_dir)]
@@ -223,32 +338,45 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
     folders = _class_folders(reader, root)
 
     rows, bad, notes = [], [], []
+    phashes, thumbnails = [], []
+    counts: Counter = Counter()
+    classes: dict[str, dict] = {}
     for source_split, label, folder, mask_folder in folders:
-        files = _files_in(folder) if folder.is_dir() else []
+        found = classes.setdefault(label, {"folders": [], "files": 0, "quarantined": 0, "conflicts": 0, "usable": 0})
+        found["folders"].append(config.relative_to_project(folder))
+        files, problems, folder_counts = walk_class_folder(folder) if folder.is_dir() else ([], [], Counter())
+        counts.update(folder_counts)
+        for path, reason in problems:
+            bad.append({"path": config.relative_to_project(path), "label": label, "reason": reason})
+        found["files"] += len(files)
         if not files:
-            notes.append(f"class folder '{folder}' is empty")
+            notes.append(f"class folder '{config.relative_to_project(folder)}' is empty")
             continue
         for path in tqdm(files, desc=f"scan {source_split or 'all'}/{label}", disable=not progress, leave=False):
             shown = config.relative_to_project(path)
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                bad.append({"path": shown, "label": label, "reason": f"not an image file (suffix '{path.suffix}')"})
-                continue
-            try:
-                info = inspect_image(path)
-            except ImageReadError as err:
-                bad.append({"path": shown, "label": label, "reason": f"unreadable image: {err}"})
-                continue
+            reason = _unusable(path)
+            info = None
+            if reason is None:
+                try:
+                    info = inspect_image(path, fingerprint=True)
+                    digest = _sha256(path)
+                except (ImageReadError, OSError) as err:
+                    reason = f"unreadable image: {err}"
             subtype = parse_kermany_subtype(path) if label in ("PNEUMONIA",) else ""
             row_label = label
-            if source == "kermany3":
+            if reason is None and source == "kermany3":
                 row_label = subtype.upper() if label == "PNEUMONIA" else label
                 if not row_label:
-                    bad.append({"path": shown, "label": label,
-                                "reason": "cannot tell bacteria from virus: file name has neither"})
-                    continue
+                    reason = "cannot tell bacteria from virus: file name has neither"
+            if reason is not None:
+                bad.append({"path": shown, "label": label, "reason": reason})
+                found["quarantined"] += 1
+                continue
             relative = path.relative_to(dataset_root)
             lesion = dataset_root / "lesion_masks" / relative
             lung = mask_folder / path.name if mask_folder is not None else dataset_root / "lung_masks" / relative
+            phashes.append(info.pop("phash"))
+            thumbnails.append(info.pop("thumbnail"))
             rows.append({
                 "path": shown,
                 "label": row_label,
@@ -256,19 +384,140 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
                 "source_split": source_split,
                 "subtype": subtype,
                 **info,
-                "sha256": _sha256(path),
+                "sha256": digest,
                 "lesion_mask": config.relative_to_project(lesion) if lesion.is_file() else "",
                 "lung_mask": config.relative_to_project(lung) if lung is not None and lung.is_file() else "",
+                "_folder_label": label,
             })
-    manifest = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c != "duplicate_group"])
+    frame = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c != "duplicate_group"] + ["_folder_label"])
+    conflicts = label_conflicts(frame, phashes, thumbnails)
+    if len(conflicts):
+        in_conflict = frame["path"].isin(conflicts["path"])
+        for label, n in frame.loc[in_conflict, "_folder_label"].value_counts().items():
+            classes[label]["conflicts"] += int(n)
+        notes.append(f"{len(conflicts)} image(s) in {conflicts['conflict_group'].nunique()} label conflict(s) "
+                     "(the same picture under different labels) left out; see label_conflicts.csv")
+        frame = frame[~in_conflict]
+    for label, n in frame["_folder_label"].value_counts().items():
+        classes[label]["usable"] = int(n)
+    manifest = frame.drop(columns="_folder_label").reset_index(drop=True)
     if manifest.empty:
-        raise ValueError(f"no readable image under data root '{root}' (source {source!r}); "
-                         f"{len(bad)} file(s) quarantined")
+        raise ValueError(f"no usable image under data root '{root}' (source {source!r}); "
+                         f"{len(bad)} file(s) quarantined, {len(conflicts)} in label conflicts")
     manifest.insert(MANIFEST_COLUMNS.index("duplicate_group"), "duplicate_group", _duplicate_groups(manifest["sha256"]))
     quarantine = pd.DataFrame(bad, columns=QUARANTINE_COLUMNS)
+    if counts["nested_images"]:
+        notes.append(f"{counts['nested_images']} image file(s) read from subfolders of class folders "
+                     "(class folders are read recursively)")
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return ScanResult(manifest, quarantine, notes, source, config.relative_to_project(root))
+    return ScanResult(manifest, quarantine, notes, source, config.relative_to_project(root), conflicts,
+                      {"nested_images": counts["nested_images"], "hidden_skipped": counts["hidden_skipped"]}, classes)
+
+
+def collect_images(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files from files and folders given on a command line; returns ``(files, skipped)``.
+
+    Folders are read recursively by the rules of :func:`walk_class_folder` (hidden
+    entries ignored, links to folders not followed); inside folders only files with an
+    image suffix are taken, others are skipped with the reason. A file named directly is
+    taken whatever its suffix (decoding decides); a path that does not exist is skipped.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found, problems, _ = walk_class_folder(path)
+            skipped += [(str(p), reason) for p, reason in problems]
+            for child in found:
+                reason = _unusable(child)
+                if reason is None:
+                    files.append(child)
+                else:
+                    skipped.append((str(child), reason))
+            if not found and not problems:
+                skipped.append((str(path), "folder has no files"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            skipped.append((str(path), "no such file or folder" if not path.is_symlink() else _unusable(path)))
+    return files, skipped
+
+
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` cannot be an image before opening it (not a regular file, suffix), else ``None``."""
+    if not path.is_file():
+        return ("not a regular file (a broken or looping link)" if path.is_symlink()
+                else "not a regular file (a socket, device or pipe)")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix '{path.suffix}')"
+    return None
+
+
+def label_conflicts(manifest: pd.DataFrame, phashes: list, thumbnails: list, *,
+                    max_hash_bits: int = NEAR_IDENTICAL_HASH_BITS,
+                    max_mean_difference: float = NEAR_IDENTICAL_MEAN_DIFFERENCE) -> pd.DataFrame:
+    """Images that show the same picture under different labels (columns :data:`CONFLICT_COLUMNS`).
+
+    Byte-identical files (same ``sha256``) with different labels, and near-identical
+    ones: perceptual hashes (``phashes``, 64 booleans per row, from imagehash) at most
+    ``max_hash_bits`` apart, confirmed when the rows' 64x64 ``thumbnails`` differ by at
+    most ``max_mean_difference`` grey levels on average. Pairs join into groups; every
+    member of a group is listed (with the evidence that linked it), also members that
+    share the label, since it cannot be told which label is right.
+    """
+    n = len(manifest)
+    if n < 2:
+        return pd.DataFrame(columns=CONFLICT_COLUMNS)
+    labels = manifest["label"].to_numpy()
+    paths = manifest["path"].to_numpy()
+    links: dict[int, list[tuple[int, str]]] = {}
+
+    def link(i: int, j: int, evidence: str) -> None:
+        links.setdefault(i, []).append((j, evidence))
+        links.setdefault(j, []).append((i, evidence))
+
+    for _, rows in manifest.groupby("sha256").indices.items():
+        if len(rows) > 1 and len(set(labels[rows])) > 1:
+            for j in rows[1:]:
+                link(int(rows[0]), int(j), "identical bytes")
+    packed = np.packbits(np.asarray(phashes, dtype=bool).reshape(n, -1), axis=1)
+    words = packed.view(np.uint64).ravel() if packed.shape[1] == 8 else None
+    thumbs = np.asarray(thumbnails, dtype=np.int16).reshape(n, -1)
+    for start in range(0, n, 1024):
+        block = slice(start, min(n, start + 1024))
+        if words is not None:
+            distance = np.bitwise_count(words[block, None] ^ words[None, :])
+        else:  # pragma: no cover - imagehash's default hash is 64 bits
+            distance = np.unpackbits(packed[block, None] ^ packed[None, :], axis=2).sum(axis=2)
+        rows, cols = np.nonzero((distance <= max_hash_bits) & (labels[block, None] != labels[None, :]))
+        for i, j in zip(rows + start, cols):
+            if i < j:
+                difference = float(np.abs(thumbs[i] - thumbs[j]).mean())
+                if difference <= max_mean_difference:
+                    link(int(i), int(j), f"near-identical (mean difference {difference:.2f} of 255)")
+    if not links:
+        return pd.DataFrame(columns=CONFLICT_COLUMNS)
+    group_of: dict[int, int] = {}
+    for seed in sorted(links):
+        if seed in group_of:
+            continue
+        group, stack = len(set(group_of.values())) + 1, [seed]
+        while stack:
+            i = stack.pop()
+            if i not in group_of:
+                group_of[i] = group
+                stack += [j for j, _ in links[i]]
+    table = pd.DataFrame([{
+        "conflict_group": f"conflict{group_of[i]:04d}",
+        "path": paths[i],
+        "label": labels[i],
+        "patient_id": manifest["patient_id"].iat[i],
+        "sha256": manifest["sha256"].iat[i],
+        "evidence": "; ".join(f"{evidence} to {paths[j]} ({labels[j]})" for j, evidence in links[i]),
+    } for i in sorted(group_of)], columns=CONFLICT_COLUMNS)
+    return table.sort_values(["conflict_group", "path"]).reset_index(drop=True)
 
 
 def _duplicate_groups(sha: pd.Series) -> list[str]:
@@ -422,15 +671,51 @@ def data_root_for(task: str, data_params: dict) -> tuple[str, Path]:
     return source, config.resolve(spec["root"])
 
 
-def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path | None = None,
-                   *, progress: bool = True) -> dict:
-    """Scan the task's source, split it by patient, check leakage and write the results.
+def required_classes(task: str, source: str) -> tuple[str, ...]:
+    """Classes every usable data set of ``task`` from ``source`` must contain (empty: any classes)."""
+    named = {"kermany": KERMANY_CLASSES, "kermany3": KERMANY3_CLASSES, "covid_radiography": COVID_CLASSES,
+             "synthetic": KERMANY_CLASSES if task == "binary" else COVID_CLASSES}
+    return named.get(source, ())
 
-    Writes ``manifest.csv`` (with the split), ``quarantine.csv`` and
-    ``summary.json`` to ``out_dir`` (default ``data/processed/<task>``).
+
+def check_classes(scan: ScanResult, task: str) -> None:
+    """Fail before any training when the scanned data cannot serve ``task``.
 
     Raises:
-        ValueError: leakage detected, or bad parameters.
+        ValueError: a class folder gave no usable image (naming the folder and why), a
+            class the source must have is missing, or a binary task has other than 2 classes.
+    """
+    unusable = scan.unusable_classes()
+    if unusable:
+        label, why = next(iter(unusable.items()))
+        more = f" (and {len(unusable) - 1} more class(es): {sorted(unusable)[1:]})" if len(unusable) > 1 else ""
+        raise ValueError(f"class '{label}' has no usable image: {why}{more}. Every class of the {task} task needs "
+                         "images; remove the folder or add images")
+    present = sorted(scan.manifest["label"].unique())
+    missing = [c for c in required_classes(task, scan.source) if c not in present]
+    if missing:
+        raise ValueError(f"source {scan.source!r} under '{scan.root}' has no images of class(es) {missing}; "
+                         f"found only {present}")
+    if task == "binary" and len(present) != 2:
+        raise ValueError(f"the binary task needs exactly 2 class folders, found {len(present)}: {present} "
+                         f"under '{scan.root}'")
+    if len(present) < 2:
+        raise ValueError(f"the {task} task needs at least 2 classes, found {present} under '{scan.root}'")
+
+
+def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path | None = None,
+                   *, progress: bool = True) -> dict:
+    """Scan the task's source, check its classes, split it by patient, check leakage and write the results.
+
+    Writes ``manifest.csv`` (with the split), ``quarantine.csv``,
+    ``label_conflicts.csv`` and ``summary.json`` to ``out_dir`` (default
+    ``data/processed/<task>``). Nothing is written when a check fails.
+
+    Args:
+        data_params: the validated ``data`` section of params.yaml (every key present).
+
+    Raises:
+        ValueError: a class without usable images, leakage, or bad parameters.
 
     Returns:
         The summary dict (also suitable as DVC metrics).
@@ -438,17 +723,19 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
     source, root = data_root_for(task, data_params)
     out_dir = config.resolve(out_dir) if out_dir else config.PROCESSED_DIR / task
     scan = scan_source(source, root, progress=progress)
+    check_classes(scan, task)
     manifest = assign_splits(
         scan.manifest,
-        val_fraction=float(data_params.get("val_fraction", 0.15)),
-        test_fraction=float(data_params.get("test_fraction", 0.15)),
+        val_fraction=float(data_params["val_fraction"]),
+        test_fraction=float(data_params["test_fraction"]),
         seed=int(seed),
-        keep_official_test=bool(data_params.get("keep_official_test", True)),
+        keep_official_test=bool(data_params["keep_official_test"]),
     )
     leakage = assert_no_leakage(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out_dir / "manifest.csv", index=False)
     scan.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
+    scan.conflicts.to_csv(out_dir / "label_conflicts.csv", index=False)
     used = manifest[manifest["split"].isin(SPLITS)]
     summary = {
         "task": task,
@@ -459,6 +746,9 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
         "images": int(len(used)),
         "patients": int(used["patient_id"].nunique()),
         "quarantined": int(len(scan.quarantine)),
+        "label_conflicts": int(len(scan.conflicts)),
+        "nested_images": int(scan.counts["nested_images"]),
+        "hidden_skipped": int(scan.counts["hidden_skipped"]),
         "excluded_for_leakage": int((manifest["split"] == "excluded").sum()),
         "duplicate_files": int((manifest["duplicate_group"] != "").sum()),
         "per_split": {s: int((used["split"] == s).sum()) for s in SPLITS},

@@ -18,6 +18,8 @@ Raw files are only ever opened for reading.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,58 @@ EQUALIZE_MODES = ("none", "hist", "clahe")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm", ".dcm")
 
 
+# Largest image decoded, in pixels: Pillow's own decompression-bomb limit (about 89 megapixels; a chest
+# X-ray is at most about 16). Pillow only warns between this and twice this; we refuse at the limit.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+THUMBNAIL_SIZE = 64  # side of the grayscale thumbnails compared to find near-identical images
+
+
 class ImageReadError(ValueError):
-    """A file could not be decoded as an image."""
+    """A file could not be decoded as an image (corrupt, truncated, not an image, too large, no permission)."""
+
+
+@contextmanager
+def _decoding(path: str | Path):
+    """Open ``path`` with Pillow and turn every way decoding can fail into one :class:`ImageReadError`.
+
+    The message says why in words: not an image, truncated or corrupt, oversized
+    (Pillow's decompression-bomb guard, a warning made an error here), permission
+    denied, or out of memory.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        size = "x".join(str(n) for n in _header_size(path)) or "unknown size"
+        raise ImageReadError(f"oversized image ({size} pixels) beyond the limit of {MAX_PIXELS:,} pixels "
+                             f"(decompression-bomb guard): {type(err).__name__}") from err
+    except PermissionError as err:
+        raise ImageReadError("permission denied: the file cannot be opened for reading") from err
+    except MemoryError as err:
+        raise ImageReadError("out of memory while decoding the image") from err
+    except UnidentifiedImageError as err:
+        raise ImageReadError("not an image Pillow can decode (unknown format or not an image file)") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageReadError(f"corrupt or truncated image: {type(err).__name__}: {err}") from err
+
+
+def _header_size(path: str | Path) -> tuple[int, ...]:
+    """Width and height from the image header without decoding (empty when unknown)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    return tuple(img.size)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Exception:  # noqa: BLE001 - only for the message; any failure means "unknown"
+        return ()
 
 
 def to_gray_uint8(img: Image.Image) -> np.ndarray:
@@ -70,25 +122,36 @@ def load_gray(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with _decoding(path) as img:
             img.load()
             return to_gray_uint8(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except ImageReadError as err:
         raise ImageReadError(f"cannot read {path} as an image: {err}") from err
 
 
-def inspect_image(path: str | Path) -> dict:
+def inspect_image(path: str | Path, *, fingerprint: bool = False) -> dict:
     """Fully decode ``path`` and return its ``width``, ``height`` and original ``mode``.
 
+    With ``fingerprint``, also ``thumbnail`` (``THUMBNAIL_SIZE`` square grayscale
+    ``uint8``, stretched) and ``phash`` (imagehash's 64-bit perceptual hash as 64
+    booleans): what :func:`xraylib.data.label_conflicts` compares to find
+    near-identical images.
+
     Raises:
-        ImageReadError: if the file cannot be decoded completely (e.g. truncated JPEG).
+        ImageReadError: if the file cannot be decoded completely (e.g. truncated JPEG), is
+            larger than ``MAX_PIXELS`` or cannot be opened; the message says which.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return {"width": img.width, "height": img.height, "mode": img.mode}
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{type(err).__name__}: {err}") from err
+    with _decoding(path) as img:
+        img.load()
+        info = {"width": img.width, "height": img.height, "mode": img.mode}
+        if fingerprint:
+            import imagehash  # well-kept perceptual hashes; only the data stage needs them
+
+            gray = Image.fromarray(to_gray_uint8(img))
+            info["thumbnail"] = np.asarray(gray.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.BILINEAR),
+                                           dtype=np.uint8)
+            info["phash"] = imagehash.phash(gray).hash.flatten()
+    return info
 
 
 def resize(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:

@@ -275,6 +275,8 @@ class Params(_Section):
 class ParamsError(ValueError):
     """Invalid parameters; ``problems`` holds one line per problem (the message lists them all)."""
 
+    multiline = True  # xraylib.errors prints the message as it is: a header line, then one line per problem
+
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems

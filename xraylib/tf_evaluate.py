@@ -103,11 +103,11 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
         FileNotFoundError: model, settings or folder missing.
         ValueError: class folders that are not classes of the model.
     """
-    model, meta = tf_model.load_model(model_path)
+    model, meta = tf_model.load_model(model_path, require=tf_model.SETTINGS_KEYS)
     class_names = list(meta["class_names"])
     scan = data.scan_source("folder", folder, progress=False)
     frame = scan.manifest
-    unknown = sorted(set(frame["label"]) - set(class_names))
+    unknown = sorted(set(scan.classes) - set(class_names))  # class folders, also those left empty
     if unknown:
         raise ValueError(f"class folders {unknown} in '{folder}' are not classes of the model {class_names}; "
                          f"expected subfolders named {class_names}")
@@ -142,19 +142,8 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
 
 
 def _expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    files, skipped = [], []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not found:
-                skipped.append((str(item), "folder has no files"))
-            files += found
-        elif item.is_file():
-            files.append(item)
-        else:
-            skipped.append((str(item), "file not found"))
-    return files, skipped
+    """Files and folders to image files, by the same rules as every other reader (:func:`data.collect_images`)."""
+    return data.collect_images(inputs)
 
 
 def predict_files(model_path: Path, inputs: list[Path], output_csv: Path, cam_dir: Path | None = None) -> dict:
@@ -168,7 +157,7 @@ def predict_files(model_path: Path, inputs: list[Path], output_csv: Path, cam_di
     Returns:
         ``{"predicted": number of images predicted, "skipped": [(path, reason), ...], "output": csv path}``.
     """
-    model, meta = tf_model.load_model(model_path)
+    model, meta = tf_model.load_model(model_path, require=tf_model.SETTINGS_KEYS)
     class_names = list(meta["class_names"])
     size, resize, equalize = int(meta["image_size"]), meta["resize"], meta["equalize"]
     threshold = _model_thresholds(meta)[STORED]

@@ -43,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xraylib import config, gradcam, images, tf_model, tf_train
+from xraylib import config, errors, gradcam, images, tf_model, tf_train
 
 SCORE_ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -340,22 +340,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help=".npz file to write (xraylib.gradcam.save_camset)")
     parser.add_argument("--name", default="binary", help="name of the model in reports (default: binary)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     tf.config.experimental.enable_op_determinism()  # same maps on every run (the notebook's outputs are compared)
-    try:
+
+    def run() -> int:
         table = pd.read_csv(args.images, keep_default_na=False)
         if "path" not in table.columns:
             raise ValueError(f"{args.images} has no 'path' column (columns: {list(table.columns)})")
         labels = table["label"].astype(str).tolist() if "label" in table.columns else None
-        model, meta = tf_model.load_model(args.model)
+        model, meta = tf_model.load_model(args.model, require=tf_model.SETTINGS_KEYS)
         camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=args.name,
                                    batch_size=args.batch_size)
         gradcam.save_camset(camset, config.user_path(args.out))
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"xraylib.tf_gradcam: error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
-    return 0
+        print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
+        return 0
+
+    return errors.run_command(run, "python -m xraylib.tf_gradcam", debug=args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,8 +26,11 @@ from keras import ops
 
 PACKAGE = "xraylib"
 
-# Defaults of the original Kaggle notebook's augmentation block.
-AUGMENT_DEFAULTS = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.0, "brightness": 0.0}
+# The factors of the augmentation block (params.yaml train_binary.augment_<factor>).
+AUGMENT_FACTORS = ("flip", "rotation", "zoom", "contrast", "brightness")
+# The original Kaggle notebook's block: what notebook 02 previews (augmentation_preview without
+# factors). NOT the study's training augmentation, which is params.yaml train_binary.augment_*.
+ORIGINAL_AUGMENT = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.0, "brightness": 0.0}
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 
 # ImageNet statistics of the "torch" preprocess_input mode (DenseNet).
@@ -185,15 +188,17 @@ def class_frequency_weights(labels) -> dict[str, float]:
     }
 
 
-def augmentation_layers(flip: str = AUGMENT_DEFAULTS["flip"], rotation: float = AUGMENT_DEFAULTS["rotation"],
-                        zoom: float = AUGMENT_DEFAULTS["zoom"], contrast: float = AUGMENT_DEFAULTS["contrast"],
-                        brightness: float = AUGMENT_DEFAULTS["brightness"], seed: int = 0) -> list:
+def augmentation_layers(*, flip: str, rotation: float, zoom: float, contrast: float, brightness: float,
+                        seed: int) -> list:
     """The augmentation block as a list of Keras random layers (identity at inference).
 
+    Every factor is required: the study's values are params.yaml ``train_binary.augment_*``
+    (:attr:`xraylib.tf_train.TrainConfig.augment`); the original notebook's block is
+    :data:`ORIGINAL_AUGMENT` (flip horizontal, rotation and zoom 0.1).
+
     Layers take 0..255 images. A factor of 0 leaves a transform out. ``rotation``
-    and ``zoom`` are Keras factors (rotation 0.1 = up to +-0.1 * 360 degrees, as
-    the original notebook); ``contrast`` and ``brightness`` add intensity
-    augmentation (off by default in the original).
+    and ``zoom`` are Keras factors (rotation 0.1 = up to +-0.1 * 360 degrees);
+    ``contrast`` and ``brightness`` add intensity augmentation (not in the original).
 
     Raises:
         ValueError: unknown flip mode or a negative factor.
@@ -227,7 +232,9 @@ def augmentation_preview(images: np.ndarray, n_variants: int, seed: int, **augme
         n_variants: number of random variants per image.
         seed: seed of the augmentation layers (same seed, same variants).
         **augment_params: ``flip``, ``rotation``, ``zoom``, ``contrast``, ``brightness``
-            as :func:`augmentation_layers` (defaults: the original notebook's block).
+            as :func:`augmentation_layers`; a factor not given is the original notebook's
+            (:data:`ORIGINAL_AUGMENT`), which is what notebook 02 shows, not the training
+            augmentation of params.yaml (pass ``**TrainConfig.augment`` to preview that).
 
     Returns:
         ``(N, n_variants, H, W)`` uint8 array.
@@ -237,10 +244,10 @@ def augmentation_preview(images: np.ndarray, n_variants: int, seed: int, **augme
         raise ValueError(f"images must have shape (N, H, W), got {images.shape}")
     if int(n_variants) < 1:
         raise ValueError(f"n_variants must be >= 1, got {n_variants!r}")
-    unknown = set(augment_params) - set(AUGMENT_DEFAULTS)
+    unknown = set(augment_params) - set(AUGMENT_FACTORS)
     if unknown:
-        raise ValueError(f"unknown augmentation parameter(s) {sorted(unknown)}; expected {sorted(AUGMENT_DEFAULTS)}")
-    block = keras.Sequential(augmentation_layers(**{**AUGMENT_DEFAULTS, **augment_params}, seed=int(seed)))
+        raise ValueError(f"unknown augmentation parameter(s) {sorted(unknown)}; expected {sorted(AUGMENT_FACTORS)}")
+    block = keras.Sequential(augmentation_layers(**{**ORIGINAL_AUGMENT, **augment_params}, seed=int(seed)))
     x = images.astype("float32")[..., None]
     variants = []
     for _ in range(int(n_variants)):

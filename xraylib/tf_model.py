@@ -76,16 +76,23 @@ def resolve_weights(weights) -> str | Path | None:
 
     Raises:
         FileNotFoundError: a path that does not exist.
+        ModelFileError: (a ``ValueError``) a file that is not HDF5 nor a ``.keras`` archive (one line: what it is).
     """
     if weights is None or str(weights).lower() in ("none", "null", ""):
         return None
     if str(weights).lower() == "imagenet":
         return "imagenet"
+    from xraylib import model_files
+
     path = config.resolve(weights)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"train_binary.weights: weights file '{weights}' not found (looked at {path}); expected 'imagenet', "
             f"'none' or the path of a Keras include_top=False weights file such as xception_notop.weights.h5")
+    what = model_files.describe(path)
+    if what not in ("an HDF5 file", "a Keras model archive"):
+        raise model_files.not_a_model(path, model_files.KERAS_WEIGHTS, what, "set train_binary.weights to such a "
+                                      "file, 'imagenet' or 'none'")
     return path
 
 
@@ -136,9 +143,11 @@ def _reference_backbone(backbone: str, image_size: int, weights: str | Path) -> 
     try:
         model.load_weights(str(weights))
     except Exception as err:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
+        from xraylib.model_files import one_line
+
         raise ValueError(
             f"train_binary.weights: '{weights}' does not fit backbone {backbone!r} (keras.applications.{ctor_name} "
-            f"with include_top=False): {type(err).__name__}: {err}"
+            f"with include_top=False): {type(err).__name__}: {one_line(err, limit=300)}"
         ) from err
     return model
 
@@ -158,9 +167,12 @@ def _copy_backbone_weights(reference: keras.Model, inline: keras.Model) -> int:
     return copied
 
 
-def build_model(backbone: str = "small_cnn", image_size: int = 64, weights="none", *, input_norm: str = "auto",
-                dropout: float = 0.3, l2: float = 0.0, augment: dict | None = None, seed: int = 0) -> keras.Model:
+def build_model(backbone: str, image_size: int, weights, *, input_norm: str, dropout: float, l2: float,
+                augment: dict | None, seed: int) -> keras.Model:
     """Build the binary classifier (uncompiled).
+
+    Every argument is required: the study's values are params.yaml ``train_binary``
+    (:class:`xraylib.tf_train.TrainConfig`; :func:`xraylib.tf_train.train_binary` passes them).
 
     Args:
         backbone: one of :data:`BACKBONES`.
@@ -169,7 +181,7 @@ def build_model(backbone: str = "small_cnn", image_size: int = 64, weights="none
         input_norm: one of :data:`INPUT_NORMS` (see the module docstring).
         dropout: dropout rate before the output unit.
         l2: L2 penalty on the output unit's kernel (0 = none).
-        augment: augmentation factors for :func:`xraylib.tf_layers.augmentation_layers`
+        augment: all augmentation factors for :func:`xraylib.tf_layers.augmentation_layers`
             (``flip``, ``rotation``, ``zoom``, ``contrast``, ``brightness``); ``None`` = no augmentation.
         seed: seed of the random layers.
 
@@ -193,7 +205,7 @@ def build_model(backbone: str = "small_cnn", image_size: int = 64, weights="none
 
     inputs = keras.Input((size, size, 1), name="image")
     x = inputs
-    for layer in augmentation_layers(**(augment or {"flip": "none", "rotation": 0, "zoom": 0}), seed=int(seed)):
+    for layer in augmentation_layers(**augment, seed=int(seed)) if augment is not None else []:
         x = layer(x)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
     if norm in ("standardize", "standardize_backbone"):
@@ -325,18 +337,40 @@ def make_reproducible(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path) -> tuple[keras.Model, dict]:
+# Settings every reader of a saved model needs (model.json, written by save_model).
+SETTINGS_KEYS = ("class_names", "image_size", "resize", "equalize", "threshold")
+
+
+def load_model(path: str | Path, require: tuple[str, ...] = ("class_names", "threshold")) -> tuple[keras.Model, dict]:
     """Load a saved binary model (safe mode, no compile) and its JSON settings.
+
+    Both files are checked before Keras reads the model, so a wrong file gives one
+    line (what the file is, what was expected) instead of a traceback. Safe mode
+    stays on: a model holding Python code (a ``Lambda`` layer) is refused, never run.
+
+    Args:
+        path: the ``.keras`` file; its settings are the ``.json`` file beside it.
+        require: keys the settings must hold.
 
     Raises:
         FileNotFoundError: the model or its ``.json`` sidecar is missing.
+        ModelFileError: (a ``ValueError``) the model is no Keras archive (text, empty, HDF5, truncated, a ZIP
+            without ``config.json``), Keras cannot rebuild it, or the settings are not a JSON object with ``require``.
     """
+    from xraylib import model_files
+
     path = config.resolve(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"model file {path} not found; train it with `xraylib notebook train_binary`")
+    model_files.check_keras_archive(path)
     meta_path = sidecar_path(path)
-    if not meta_path.is_file():
+    if not meta_path.exists():
         raise FileNotFoundError(f"model settings {meta_path} not found next to {path.name}; it holds the class names, "
                                 "image size and threshold and is written by xraylib.tf_model.save_model")
-    model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    return model, json.loads(meta_path.read_text())
+    meta = model_files.read_settings(meta_path, require)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # unknown layers, refused Lambda layers, damaged weights: many types
+        # `from None`: Keras's message for a refused Lambda layer recommends turning safe mode off.
+        raise model_files.keras_load_error(path, err) from None
+    return model, meta

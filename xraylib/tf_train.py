@@ -22,7 +22,9 @@ per epoch. :func:`set_determinism` makes two runs on one CPU identical.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,36 +40,54 @@ IMBALANCE = ("weighted_loss", "class_weight", "none")
 TTA_MODES = ("none", "flip")
 
 
+# train_binary keys that are not settings of the training run: paths, the data preparation of the
+# stage and the evaluation after training (notebook 03 reads them itself).
+STAGE_KEYS = ("manifest_dir", "model_dir", "equalize_override", "original_threshold", "n_bootstrap")
+
+
+def _unknown_key(dotted: str, key: str, choices) -> str:
+    """``train_binary.epoch: unknown key; did you mean 'epochs'?`` (the schema's wording)."""
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(choices))}"
+    return f"{dotted}: unknown key; {hint}"
+
+
 @dataclass
 class TrainConfig:
-    """Settings of one training run (the ``train_binary`` section of params.yaml; same defaults)."""
+    """Settings of one training run: the ``train_binary`` section of params.yaml and the top-level ``seed``.
 
-    backbone: str = "small_cnn"
-    weights: str = "none"
-    image_size: int = 64
-    input_norm: str = "auto"
-    batch_size: int = 32
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    fine_tune_epochs: int = 0
-    fine_tune_at: str = "auto"
-    fine_tune_learning_rate: float = 1e-4
-    cache_features: bool = True
-    dropout: float = 0.3
-    l2: float = 0.0
-    label_smoothing: float = 0.0
-    imbalance: str = "weighted_loss"
-    monitor: str = "val_loss"
-    early_stopping_patience: int = 10
-    reduce_lr_patience: int = 3
-    reduce_lr_factor: float = 0.5
-    augment_flip: str = "horizontal"
-    augment_rotation: float = 0.03
-    augment_zoom: float = 0.05
-    augment_contrast: float = 0.0
-    augment_brightness: float = 0.0
-    tta: str = "none"
-    seed: int = 42
+    Every field is required: params.yaml is the one source of values, so there is no
+    second set of defaults here that could disagree with it. Build it with
+    :meth:`from_params` from the (validated) params, overriding what a caller needs;
+    the keys of ``train_binary`` that are not training settings are :data:`STAGE_KEYS`.
+    """
+
+    backbone: str
+    weights: str
+    image_size: int
+    input_norm: str
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    fine_tune_epochs: int
+    fine_tune_at: str
+    fine_tune_learning_rate: float
+    cache_features: bool
+    dropout: float
+    l2: float
+    label_smoothing: float
+    imbalance: str
+    monitor: str
+    early_stopping_patience: int
+    reduce_lr_patience: int
+    reduce_lr_factor: float
+    augment_flip: str
+    augment_rotation: float
+    augment_zoom: float
+    augment_contrast: float
+    augment_brightness: float
+    tta: str
+    seed: int  # the top-level ``seed`` of params.yaml, not a train_binary key
 
     def __post_init__(self):
         if self.imbalance not in IMBALANCE:
@@ -92,11 +112,33 @@ class TrainConfig:
         return tf_model.resolve_weights(self.weights) is not None
 
     @classmethod
-    def from_params(cls, section: dict, **overrides) -> "TrainConfig":
-        """Build from a params dict, ignoring keys that are not training settings."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in {**section, **overrides}.items() if k in names}
-        return cls(**values)
+    def from_params(cls, section: Mapping, **overrides) -> "TrainConfig":
+        """Build from the ``train_binary`` section of params.yaml, with explicit overrides.
+
+        ``TrainConfig.from_params(params["train_binary"], seed=params["seed"])`` is the
+        study's configuration; a test or benchmark adds what it changes, e.g. ``epochs=2``.
+        The keys in :data:`STAGE_KEYS` are accepted and left out.
+
+        Args:
+            section: ``params["train_binary"]``.
+            **overrides: field values that replace the section's; ``seed`` (the top-level
+                key of params.yaml) must be given here.
+
+        Raises:
+            ValueError: unknown keys (each with the closest valid key) or missing ones, all
+                named as dotted params.yaml keys (``train_binary.epochs``, ``seed``).
+        """
+        fields = [f.name for f in dataclasses.fields(cls)]
+        values = {**section, **overrides}
+        problems = [_unknown_key(f"train_binary.{key}", key, [*fields, *STAGE_KEYS])
+                    for key in values if key not in fields and key not in STAGE_KEYS]
+        for name in fields:
+            if name not in values:
+                problems.append("seed: missing (pass seed=params['seed'], the top-level key of params.yaml)"
+                                if name == "seed" else f"train_binary.{name}: missing (params.yaml must define it)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return cls(**{name: values[name] for name in fields})
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xraylib import config, metrics, plots
+from xraylib import config, metrics, model_files, plots
+from xraylib.data import collect_images as data_collect_images
 from xraylib.data import scan_source
-from xraylib.images import IMAGE_SUFFIXES, ImageReadError, prepare
+from xraylib.images import ImageReadError, prepare
 from xraylib.torch_data import ImageListDataset, ManifestDataset, build_transform, make_generator, make_loader
 from xraylib.torch_model import build_model
 
@@ -37,18 +38,29 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a checkpoint written by :mod:`xraylib.torch_train`.
+        ModelFileError: (a ``ValueError``) the file is not a checkpoint written by :mod:`xraylib.torch_train`:
+            one line saying what it is (text, truncated, a pickle of other Python objects, ...).
     """
     path = config.resolve(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found; train it with `xraylib notebook train_multiclass`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise model_files.not_a_model(path, model_files.TORCH_CHECKPOINT)
+    # weights_only: a pickle payload is refused, never run; a bad file gives one line (ModelFileError).
+    state = model_files.torch_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path,
+                                   model_files.TORCH_CHECKPOINT)
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{path} is not an xraylib PyTorch checkpoint: missing {missing}; expected best.pt "
-                         "written by xraylib.torch_train (a bare state dict has no class names or image settings)")
+        raise model_files.ModelFileError(
+            f"{path} is not an xraylib PyTorch checkpoint: missing {missing}; expected best.pt written by "
+            "xraylib.torch_train (a bare state dict has no class names or image settings)")
     model = build_model(state["arch"], len(state["class_names"]), "none")
-    model.load_state_dict(state["model_state"])
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, TypeError, AttributeError) as err:  # tensors of other shapes or names
+        raise model_files.ModelFileError(
+            f"'{path}' is a PyTorch checkpoint whose weights do not fit its architecture {state['arch']!r} "
+            f"({model_files.one_line(err)}); expected {model_files.TORCH_CHECKPOINT}") from None
     model.to(device).eval()
     meta = {k: v for k, v in state.items() if k not in ("model_state", "optimizer_state", "scheduler_state",
                                                           "scaler_state", "rng")}
@@ -191,7 +203,7 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
     model, meta = load_checkpoint(model_path, device)
     names = list(meta["class_names"])
     scan = scan_source("folder", folder, progress=False)
-    unknown = sorted(set(scan.manifest["label"]) - set(names))
+    unknown = sorted(set(scan.classes) - set(names))  # class folders, also those left empty
     if unknown:
         raise ValueError(f"class folders {unknown} in {folder} are not classes of the model {names}; "
                          f"expected one folder per class named like the training classes")
@@ -228,26 +240,11 @@ def evaluate_folder(model_path: Path, folder: Path, out_dir: Path, batch_size: i
 def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files and folders (recursively) into image files; returns ``(files, skipped)``.
 
-    Files inside folders without an image suffix and paths that do not exist are
-    skipped with a reason; hidden files are ignored.
+    The rules of every reader in xraylib (:func:`xraylib.data.collect_images`): hidden
+    entries ignored, links to folders not followed, non-image files in folders and
+    missing paths skipped with a reason.
     """
-    files: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if not child.is_file() or any(part.startswith(".") for part in child.relative_to(path).parts):
-                    continue
-                if child.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(child)
-                else:
-                    skipped.append((str(child), f"not an image file (suffix '{child.suffix}')"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            skipped.append((str(path), "no such file or folder"))
-    return files, skipped
+    return data_collect_images(inputs)
 
 
 def predict_files(model_path: Path, inputs: list[Path], output_csv: Path, cam_dir: Path | None = None) -> dict:

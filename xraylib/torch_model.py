@@ -180,7 +180,9 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "none") -> nn
             size (e.g. our ``best.pt``) is loaded completely.
 
     Raises:
-        ValueError: unknown architecture, bad class count or a state dict that does not fit.
+        ValueError: unknown architecture, bad class count or a state dict that does not fit;
+            :class:`xraylib.model_files.ModelFileError` when the weights file is no PyTorch file
+            (text, truncated, a pickle of other Python objects, ...).
         FileNotFoundError: the weights path does not exist.
         WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
     """
@@ -200,14 +202,21 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "none") -> nn
             from xraylib import config
 
             path = config.resolve(path)
-        if not path.is_file():
+        from xraylib import model_files
+
+        if not path.exists():
             raise FileNotFoundError(
                 f"train_multiclass.weights: expected 'imagenet', 'none' or an existing state-dict file, "
                 f"got {weights_name!r} ({path} does not exist)")
+        if not path.is_file():
+            raise model_files.not_a_model(path, model_files.TORCH_STATE_DICT)
         replace_classifier(model, arch, num_classes)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only: a pickle payload is refused, never run; a bad file gives one line (ModelFileError).
+        state = model_files.torch_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path,
+                                       model_files.TORCH_STATE_DICT)
         if not isinstance(state, dict):
-            raise ValueError(f"weights file {path} holds a {type(state).__name__}, expected a state dict")
+            raise model_files.ModelFileError(
+                f"weights file {path} holds a {type(state).__name__}, expected a state dict")
         load_state_into(model, arch, state, f"weights file {path}")
     return model
 

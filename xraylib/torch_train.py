@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xraylib import config, numerics
+from xraylib import config, errors, numerics
 from xraylib.data import class_names as manifest_class_names
 from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import build_model, check_arch
@@ -62,31 +63,40 @@ CHECKPOINT_FORMAT = "xraylib-torch-classifier-1"
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 # train_multiclass keys that are not settings of a single run.
 STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "runs", "run_names")
+RUN_KEYS = ("name", "arch", "step_lr")  # keys of each train_multiclass.runs entry
+DATA_KEYS = ("resize", "equalize")  # from the shared data section
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Settings of one training run (one entry of ``train_multiclass.runs`` plus the shared settings)."""
+    """Settings of one training run: one entry of ``train_multiclass.runs`` plus the shared settings.
+
+    Every field is required: params.yaml is the one source of values (``name``, ``arch``,
+    ``step_lr`` from the run entry, which may also set its own ``learning_rate``; ``resize``
+    and ``equalize`` from ``data``; ``seed`` from the top level; the rest from
+    ``train_multiclass``). Build them with :func:`configs_from_params`, or
+    :func:`build_configs` with :func:`shared_settings` and explicit overrides.
+    """
 
     name: str
     arch: str
-    step_lr: bool = False
-    epochs: int = 25
-    batch_size: int = 20
-    learning_rate: float = 1e-4
-    step_size: int = 3
-    gamma: float = 0.1
-    weights: str = "none"
-    weighted_sampler: bool = False
-    num_workers: int = 2
-    image_size: int = 224
-    resize: str = "stretch"
-    equalize: str = "none"
-    seed: int = 42
-    device: str = "auto"
-    mixed_precision: bool = True
-    num_threads: int = 0
-    precise_bn: bool = False
+    step_lr: bool
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    step_size: int
+    gamma: float
+    weights: str
+    weighted_sampler: bool
+    num_workers: int
+    image_size: int
+    resize: str
+    equalize: str
+    seed: int
+    device: str
+    mixed_precision: bool
+    num_threads: int
+    precise_bn: bool
 
     def __post_init__(self):
         check_arch(self.arch)
@@ -137,50 +147,80 @@ class TrainResult:
         return (self.checkpoint_dir or self.out_dir) / "last.pt"
 
 
+def _dotted(key: str, index: int) -> str:
+    """Where a RunConfig field comes from in params.yaml, as a dotted key."""
+    if key in RUN_KEYS:
+        return f"train_multiclass.runs[{index}].{key}"
+    if key in DATA_KEYS:
+        return f"data.{key}"
+    return "seed" if key == "seed" else f"train_multiclass.{key}"
+
+
+def _closest(key: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(choices))}"
+
+
 def build_configs(runs: Sequence[dict], run_names: Sequence[str] | None = None, **common) -> list[RunConfig]:
     """Turn ``train_multiclass.runs`` (a list of ``{name, arch, step_lr}``) into :class:`RunConfig` objects.
 
     Args:
         runs: run entries; ``name`` and ``arch`` are required, any other key overrides ``common``.
         run_names: names to keep, in the order of ``runs``; empty or ``None`` keeps all.
-        **common: shared settings (``epochs``, ``batch_size``, ``learning_rate``, ...).
+        **common: the shared settings, all of them (:func:`shared_settings` gives them from
+            params.yaml; a caller overrides what it changes, e.g. ``epochs``).
 
     Raises:
-        ValueError: a run without name/arch, duplicate names, unknown names in ``run_names``
-            or an unknown setting.
+        ValueError: a run without name/arch, duplicate names, unknown names in ``run_names``,
+            an unknown setting (with the closest valid key) or a missing one (named as its
+            dotted params.yaml key).
     """
-    allowed = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(common) - allowed)
+    allowed = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = [key for key in common if key not in allowed]
     if unknown:
-        raise ValueError(f"unknown train_multiclass setting(s) {unknown}; expected some of {sorted(allowed)}")
+        raise ValueError("\n".join(f"train_multiclass.{key}: unknown key; {_closest(key, allowed)}"
+                                    for key in unknown))
     names = []
     configs = []
     for i, entry in enumerate(runs):
-        if not isinstance(entry, dict) or "name" not in entry or "arch" not in entry:
+        if not isinstance(entry, dict) or entry.get("name") is None or entry.get("arch") is None:
             raise ValueError(f"train_multiclass.runs[{i}] must be a mapping with 'name' and 'arch', got {entry!r}")
-        extra = sorted(set(entry) - allowed)
+        # A per-run key set to null (the schema allows it for learning_rate) means the shared value.
+        entry = {k: v for k, v in entry.items() if v is not None}
+        extra = [key for key in entry if key not in allowed]
         if extra:
-            raise ValueError(f"train_multiclass.runs[{i}] has unknown key(s) {extra}; expected some of {sorted(allowed)}")
+            raise ValueError("\n".join(f"train_multiclass.runs[{i}].{key}: unknown key; {_closest(key, allowed)}"
+                                        for key in extra))
         if entry["name"] in names:
             raise ValueError(f"train_multiclass.runs: duplicate run name {entry['name']!r}")
+        values = {**common, **entry}
+        missing = [key for key in allowed if key not in values]
+        if missing:
+            raise ValueError("\n".join(f"{_dotted(key, i)}: missing (params.yaml must define it)" for key in missing))
         names.append(entry["name"])
-        configs.append(RunConfig(**{**common, **entry}))
+        configs.append(RunConfig(**values))
     wanted = list(run_names or [])
-    missing = [n for n in wanted if n not in names]
-    if missing:
-        raise ValueError(f"train_multiclass.run_names {missing} are not in train_multiclass.runs {names}")
+    missing_names = [n for n in wanted if n not in names]
+    if missing_names:
+        raise ValueError(f"train_multiclass.run_names {missing_names} are not in train_multiclass.runs {names}")
     return [c for c in configs if not wanted or c.name in wanted]
+
+
+def shared_settings(params: dict) -> dict:
+    """The shared keyword arguments of :func:`build_configs` from a whole (validated) params dict.
+
+    ``train_multiclass`` without :data:`STUDY_KEYS`, ``data.resize``, ``data.equalize`` and ``seed``.
+    """
+    spec = config.section(params, "train_multiclass")
+    data_spec = config.section(params, "data")
+    settings = {key: value for key, value in spec.items() if key not in STUDY_KEYS}
+    return {**settings, **{key: data_spec[key] for key in DATA_KEYS}, "seed": params["seed"]}
 
 
 def configs_from_params(params: dict) -> list[RunConfig]:
     """:func:`build_configs` from a whole params dict (``train_multiclass``, ``data`` and ``seed``)."""
-    spec = dict(config.section(params, "train_multiclass"))
-    data_spec = config.section(params, "data")
-    runs, run_names = config.section(params, "train_multiclass.runs"), spec.get("run_names")
-    for key in STUDY_KEYS:
-        spec.pop(key, None)
-    return build_configs(runs, run_names, resize=data_spec.get("resize", "stretch"),
-                         equalize=data_spec.get("equalize", "none"), seed=int(params.get("seed", 42)), **spec)
+    spec = config.section(params, "train_multiclass")
+    return build_configs(spec["runs"], spec["run_names"], **shared_settings(params))
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -279,18 +319,28 @@ def _copy_atomic(source: Path, target: Path) -> None:
 
 
 def _load_resume_state(path: Path, name: str) -> dict | None:
-    """The resume checkpoint, or ``None`` (with a warning, the file set aside) when it cannot be read."""
+    """The resume checkpoint, or ``None`` when it cannot be read.
+
+    A truncated, corrupt or unsafe ``last.pt`` (a pickle payload is refused, never run) is
+    renamed ``last.pt.unreadable``, its bytes untouched, with a one-line warning naming the
+    file and what it is; training then starts over.
+    """
+    from xraylib import model_files
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "epoch" not in state:
-            raise ValueError("not an xraylib resume checkpoint")
-        return state
-    except Exception as err:  # truncated zip, pickle payload, foreign file: all mean "cannot resume"
-        aside = path.with_name(path.name + ".unreadable")
-        os.replace(path, aside)
-        log.warning("%s: cannot resume from %s (%s: %s); moved it to %s and training afresh", name, path,
-                    type(err).__name__, str(err).splitlines()[0][:160] if str(err) else "", aside.name)
-        return None
+        state = model_files.torch_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path,
+                                       model_files.TORCH_RESUME)
+    except model_files.ModelFileError as err:  # truncated zip, pickle payload, foreign file: cannot resume
+        reason = str(err)
+    else:
+        if isinstance(state, dict) and "epoch" in state:
+            return state
+        reason = str(model_files.not_a_model(path, model_files.TORCH_RESUME, "a PyTorch file without an epoch"))
+    aside = path.with_name(path.name + ".unreadable")
+    os.replace(path, aside)
+    log.warning("%s: cannot resume from %s: %s; moved it to %s and training afresh", name, path.name, reason,
+                aside.name)
+    return None
 
 
 def model_metadata(cfg: RunConfig, class_names: Sequence[str]) -> dict:
@@ -543,24 +593,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder: <run>/ checkpoints, metrics.json, figures")
     parser.add_argument("--runs", nargs="*", help="run names to train (default train_multiclass.run_names or all)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if last.pt exists")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+
+    def run() -> int:
         params = config.load_params(args.params)
         if args.runs:
-            params.setdefault("train_multiclass", {})["run_names"] = args.runs
+            params["train_multiclass"]["run_names"] = args.runs
         configs = configs_from_params(params)
         spec = config.section(params, "train_multiclass")
-        manifest = data.load_manifest("multiclass", args.manifest_dir or spec.get("manifest_dir"))
+        manifest = data.load_manifest("multiclass", args.manifest_dir or spec["manifest_dir"])
         out = config.user_path(args.out)
         results = train_all(configs, manifest, out, resume=not args.no_resume, batch_progress=True)
         names = manifest_class_names(manifest)
         reports = {}
         for name, result in results.items():
             report, _ = torch_evaluate.evaluate_split(result.best_path, manifest, "test",
-                                                      batch_size=int(spec.get("eval_batch_size", 64)),
-                                                      n_resamples=int(spec.get("n_resamples", 1000)),
-                                                      seed=int(params.get("seed", 42)))
+                                                      batch_size=spec["eval_batch_size"],
+                                                      n_resamples=spec["n_resamples"], seed=params["seed"])
             reports[name] = report
             fig = plots.plot_confusion_matrix(report["confusion_matrix"], names, title=f"{name} (test)")
             fig.savefig(out / name / "confusion_matrix.png", dpi=plots.DPI, bbox_inches="tight")
@@ -571,10 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         torch_evaluate.write_json(document, out / "metrics.json")
         print("\n" + torch_evaluate.summary_table(results, reports).round(4).to_string(index=False))
         print(f"\nmetrics -> {out / 'metrics.json'}")
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"xraylib.torch_train: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return errors.run_command(run, "python -m xraylib.torch_train", debug=args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import lesion_pairs
+from tests.tf.helpers import build_model, train_config
 from xraylib import gradcam, metrics, tf_gradcam, tf_layers, tf_model, tf_train
 
 
@@ -35,7 +36,7 @@ def _images(n: int = 4, size: int = 32) -> np.ndarray:
                                                       ("inception_resnet_v2", 75, "conv_7b_ac"),
                                                       ("densenet121", 32, "relu")])
 def test_target_layer_and_map_for_every_backbone(backbone, size, expected):
-    model = tf_model.build_model(backbone, size, "none")
+    model = build_model(backbone, size)
     assert tf_gradcam.target_layer_name(model) == expected
     assert isinstance(model.get_layer(expected), keras.layers.Activation)
     cams, probs = tf_gradcam.GradCam(model)(_images(1, size), [1])
@@ -47,7 +48,7 @@ def test_target_layer_and_map_for_every_backbone(backbone, size, expected):
 
 def test_gradients_match_the_analytic_cam_for_both_classes():
     keras.utils.set_random_seed(0)
-    model = tf_model.build_model("small_cnn", 32, "none")
+    model = build_model("small_cnn", 32)
     cam = tf_gradcam.GradCam(model)
     classes = [1, 0, 1, 0]
     acts, grads, probs = cam.activations_and_gradients(_images(), classes)
@@ -99,7 +100,7 @@ def test_nested_backbone_with_a_skip_connection_is_refused():
     with pytest.raises(ValueError, match="not a chain"):
         tf_gradcam.GradCam(keras.Model(inputs, out))
     with pytest.raises(ValueError, match="no layer"):
-        tf_gradcam.GradCam(tf_model.build_model("small_cnn", 32), "no_such_layer")
+        tf_gradcam.GradCam(build_model("small_cnn", 32), "no_such_layer")
 
 
 def _pairs(n: int, seed: int, size: int = 64):
@@ -145,8 +146,8 @@ def test_map_of_a_trained_model_peaks_inside_obvious_lesions():
 def saved_binary(tmp_path_factory, tiny_class_names):
     """An (untrained) small CNN saved like train_binary saves it, with its settings."""
     keras.utils.set_random_seed(0)
-    cfg = tf_train.TrainConfig(image_size=32, seed=0)
-    model = tf_model.build_model("small_cnn", 32, "none")
+    cfg = train_config(image_size=32, seed=0)
+    model = build_model("small_cnn", 32)
     meta = tf_train.model_metadata(cfg, tiny_class_names, 0.5, resize_mode="stretch", equalize_method="none")
     return tf_model.save_model(model, tmp_path_factory.mktemp("gc_model") / "model.keras", meta)
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_odd_images
+from tests.tf.helpers import build_model, train_config
 from xraylib import cli, config, images, tf_model, tf_train
 
 
@@ -20,9 +21,9 @@ from xraylib import cli, config, images, tf_model, tf_train
 def saved_model(tmp_path_factory, tiny_class_names):
     """A small CNN (32 px) saved as train_binary saves it: model.keras + model.json (threshold 0.5)."""
     keras.utils.set_random_seed(0)
-    cfg = tf_train.TrainConfig(image_size=32, seed=0)
+    cfg = train_config(image_size=32, seed=0)
     meta = tf_train.model_metadata(cfg, tiny_class_names, 0.5, resize_mode="stretch", equalize_method="none")
-    model = tf_model.build_model("small_cnn", 32, "none")
+    model = build_model("small_cnn", 32)
     return tf_model.save_model(model, tmp_path_factory.mktemp("cli_model") / "model.keras", meta)
 
 
@@ -67,11 +68,11 @@ def _constant_model(folder, probability: float, threshold: float):
     Saved like train_binary saves it, then the threshold in ``model.json`` is edited by hand.
     """
     keras.utils.set_random_seed(0)
-    model = tf_model.build_model("small_cnn", 32, "none")
+    model = build_model("small_cnn", 32)
     head = model.get_layer("prediction")
     kernel, bias = head.get_weights()
     head.set_weights([np.zeros_like(kernel), np.full_like(bias, math.log(probability / (1.0 - probability)))])
-    cfg = tf_train.TrainConfig(image_size=32, seed=0)
+    cfg = train_config(image_size=32, seed=0)
     meta = tf_train.model_metadata(cfg, ["NORMAL", "PNEUMONIA"], 0.5, resize_mode="stretch", equalize_method="none")
     path = tf_model.save_model(model, folder / "model.keras", meta)
     sidecar = json.loads(tf_model.sidecar_path(path).read_text())

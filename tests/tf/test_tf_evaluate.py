@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from tests.tf.helpers import train_config
 from xraylib import cli, config, tf_data, tf_evaluate, tf_model, tf_train
 
 SIZE = 32
@@ -23,7 +24,7 @@ def saved_model(tmp_path_factory, tiny_manifest, tiny_class_names):
     tf_train.set_determinism(0)
     data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=SIZE, resize_mode="pad",
                                   equalize_method="hist", batch_size=8, seed=0)
-    cfg = tf_train.TrainConfig(image_size=SIZE, epochs=1, batch_size=8, seed=0)
+    cfg = train_config(image_size=SIZE, epochs=1, batch_size=8, seed=0)
     result = tf_train.train_binary(cfg, data)
     meta = tf_train.model_metadata(cfg, tiny_class_names, 0.4, resize_mode="pad", equalize_method="hist")
     path = tf_model.save_model(result.model, tmp_path_factory.mktemp("model") / "model.keras", meta)

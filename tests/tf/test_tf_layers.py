@@ -10,6 +10,7 @@ import pytest
 
 from xraylib import images
 from xraylib.tf_layers import (
+    ORIGINAL_AUGMENT,
     BackboneScaling,
     RepeatChannels,
     Standardize,
@@ -85,11 +86,13 @@ def test_class_frequency_weights():
 
 def test_augmentation_is_identity_at_inference_and_random_in_training():
     x = np.random.default_rng(2).integers(0, 256, size=(2, 24, 24, 1)).astype("float32")
-    block = keras.Sequential(augmentation_layers(seed=1))
+    block = keras.Sequential(augmentation_layers(**ORIGINAL_AUGMENT, seed=1))
     assert np.array_equal(keras.ops.convert_to_numpy(block(x, training=False)), x)
     assert not np.array_equal(keras.ops.convert_to_numpy(block(x, training=True)), x)
     with pytest.raises(ValueError, match="flip"):
-        augmentation_layers(flip="diagonal")
+        augmentation_layers(**{**ORIGINAL_AUGMENT, "flip": "diagonal"}, seed=1)
+    with pytest.raises(TypeError, match="zoom"):  # no defaults: the study's factors come from params.yaml
+        augmentation_layers(flip="horizontal", rotation=0.03, contrast=0.0, brightness=0.0, seed=1)
 
 
 def test_augmentation_preview_shape_and_seed():

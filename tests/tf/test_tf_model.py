@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.tf.helpers import build_model, study_params
 from xraylib import config, tf_model, tf_train
 
 XCEPTION_FILE = ("weights", "xception_notop_imagenet.weights.h5")
 
 
 def test_small_cnn_layout_and_gradcam_layer():
-    model = tf_model.build_model("small_cnn", 32, "none", augment={"flip": "horizontal", "rotation": 0.1, "zoom": 0.1})
+    augment = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.0, "brightness": 0.0}
+    model = build_model("small_cnn", 32, augment=augment)
     names = [layer.name for layer in model.layers]
     assert names[:4] == ["image", "augment_flip", "augment_rotation", "augment_zoom"]
     assert {"rescale", "standardize", "head_pool", "prediction"} <= set(names)
@@ -23,7 +25,7 @@ def test_small_cnn_layout_and_gradcam_layer():
 
 
 def test_xception_is_flat_and_exposes_last_conv():
-    model = tf_model.build_model("xception", 71, "none")
+    model = build_model("xception", 71)
     assert tf_model.last_conv_layer_name(model) == "block14_sepconv2_act"
     assert model.get_layer("block14_sepconv2_act").output.shape[1:3] == (3, 3)
     assert tf_model.resolve_input_norm("auto", "xception", False) == "standardize"
@@ -31,7 +33,7 @@ def test_xception_is_flat_and_exposes_last_conv():
 
 
 def test_split_at_reproduces_the_model():
-    model = tf_model.build_model("xception", 71, "none")
+    model = build_model("xception", 71)
     lower, upper = tf_model.split_at(model, "block14_sepconv1")
     x = np.random.default_rng(0).integers(0, 256, size=(2, 71, 71, 1)).astype("float32")
     np.testing.assert_allclose(upper.predict(lower.predict(x, verbose=0), verbose=0), model.predict(x, verbose=0),
@@ -44,13 +46,13 @@ def test_split_at_reproduces_the_model():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="train_binary.backbone"):
-        tf_model.build_model("resnet9", 64)
+        build_model("resnet9", 64)
     with pytest.raises(ValueError, match="image_size"):
-        tf_model.build_model("xception", 32)
+        build_model("xception", 32)
     with pytest.raises(FileNotFoundError, match="train_binary.weights"):
-        tf_model.build_model("xception", 71, "does/not/exist.weights.h5")
+        build_model("xception", 71, "does/not/exist.weights.h5")
     with pytest.raises(ValueError, match="small_cnn has no pretrained"):
-        tf_model.build_model("small_cnn", 64, "imagenet")
+        build_model("small_cnn", 64, "imagenet")
 
 
 def test_imagenet_without_network_fails_clearly(monkeypatch):
@@ -61,7 +63,7 @@ def test_imagenet_without_network_fails_clearly(monkeypatch):
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(tf_model.WeightsUnavailableError) as info:
-        tf_model.build_model("xception", 71, "imagenet")
+        build_model("xception", 71, "imagenet")
     message = str(info.value)
     assert "internet" in message and "local" in message and "weights:" in message
     assert isinstance(info.value, FileNotFoundError)  # the CLI reports it without a traceback
@@ -72,7 +74,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     reference = keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3))
     path = tmp_path / "xception_notop.weights.h5"
     reference.save_weights(path)
-    model = tf_model.build_model("xception", 71, str(path))
+    model = build_model("xception", 71, str(path))
     for name in ("block1_conv1", "block14_sepconv2"):
         for got, want in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
@@ -84,10 +86,10 @@ def test_real_xception_weights_from_shared(tmp_path):
     if path is None:
         pytest.skip(f"real weights not available: {config.SHARED_DIR.joinpath(*XCEPTION_FILE)} is absent "
                     "(only on development/CI machines)")
-    model = tf_model.build_model("xception", 71, str(path))
+    model = build_model("xception", 71, str(path))
     kernel = model.get_layer("block1_conv1").get_weights()[0]
     assert kernel.shape == (3, 3, 3, 32)
-    fresh = tf_model.build_model("xception", 71, "none").get_layer("block1_conv1").get_weights()[0]
+    fresh = build_model("xception", 71).get_layer("block1_conv1").get_weights()[0]
     assert not np.allclose(kernel, fresh)
     # ImageNet first-layer filters respond to edges: a real image gives a non-degenerate feature vector.
     lower, _ = tf_model.split_at(model, "head_dropout")
@@ -99,11 +101,12 @@ def test_real_xception_weights_from_shared(tmp_path):
 def test_paper_profile_builds_and_trains_one_step():
     """profiles/paper_gpu.yaml: InceptionResNetV2 at 300 px (weights none here: no download on test machines)."""
     profile = yaml.safe_load((config.PROJECT_ROOT / "profiles" / "paper_gpu.yaml").read_text())
-    params = {**config.load_params()["train_binary"], **profile["train_binary"], "weights": "none"}
-    cfg = tf_train.TrainConfig.from_params(params)
+    params = study_params()
+    section = {**params["train_binary"], **profile["train_binary"], "weights": "none"}
+    cfg = tf_train.TrainConfig.from_params(section, seed=params["seed"])
     assert (cfg.backbone, cfg.image_size) == ("inception_resnet_v2", 300)
     model = tf_model.build_model(cfg.backbone, cfg.image_size, cfg.weights, input_norm=cfg.input_norm,
-                                 dropout=cfg.dropout, augment=cfg.augment, seed=cfg.seed)
+                                 dropout=cfg.dropout, l2=cfg.l2, augment=cfg.augment, seed=cfg.seed)
     assert tf_model.last_conv_layer_name(model) == "conv_7b_ac"
     assert model.get_layer("conv_7b_ac").output.shape[1:] == (8, 8, 1536)
     loss, _ = tf_train.make_loss(cfg.imbalance, {"pos_weight": 0.3, "neg_weight": 0.7}, cfg.label_smoothing)
@@ -121,7 +124,7 @@ def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):
     import time
     import zipfile
 
-    model = tf_model.build_model("small_cnn", 32, "none")
+    model = build_model("small_cnn", 32)
     meta = {"threshold": 0.3, "class_names": ["NORMAL", "PNEUMONIA"]}
     first = tf_model.save_model(model, tmp_path / "a" / "model.keras", meta)
     time.sleep(2.1)  # zip timestamps have a 2-second resolution

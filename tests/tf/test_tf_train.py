@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
-from xraylib import images, metrics, tf_data, tf_evaluate, tf_train
+from tests.tf.helpers import study_params, train_config
+from xraylib import images, metrics, schema, tf_data, tf_evaluate, tf_train
 
 SIZE = 32
 
@@ -47,7 +50,7 @@ def test_labels_and_splits_are_checked(tiny_manifest):
 
 
 def test_same_seed_same_metrics(tiny_manifest, tiny_class_names):
-    cfg = tf_train.TrainConfig(image_size=SIZE, epochs=2, batch_size=8, seed=7)
+    cfg = train_config(image_size=SIZE, epochs=2, batch_size=8, seed=7)
 
     def run():
         data = _datasets(tiny_manifest, tiny_class_names, cfg.seed)
@@ -64,9 +67,8 @@ def test_same_seed_same_metrics(tiny_manifest, tiny_class_names):
 def test_pretrained_backbone_cached_then_fine_tuned(tmp_path, tiny_manifest, tiny_class_names, capsys):
     weights = tmp_path / "xception_notop.weights.h5"
     keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3)).save_weights(weights)
-    cfg = tf_train.TrainConfig(backbone="xception", weights=str(weights), image_size=71, epochs=2,
-                               fine_tune_epochs=1, batch_size=8, tta="flip", imbalance="class_weight",
-                               label_smoothing=0.1, seed=1)
+    cfg = train_config(backbone="xception", weights=str(weights), image_size=71, epochs=2, fine_tune_epochs=1,
+                       batch_size=8, tta="flip", imbalance="class_weight", label_smoothing=0.1, seed=1)
     data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=71, resize_mode="stretch",
                                   equalize_method="none", batch_size=8, seed=1)
     result = tf_train.train_binary(cfg, data, log_csv=tmp_path / "log.csv")
@@ -95,18 +97,54 @@ def test_threshold_rule_and_confusion_orientation():
 
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="train_binary.imbalance"):
-        tf_train.TrainConfig(imbalance="focal")
+        train_config(imbalance="focal")
     with pytest.raises(ValueError, match="train_binary.tta"):
-        tf_train.TrainConfig(tta="five_crop")
-    assert tf_train.TrainConfig.from_params({"epochs": 3, "n_bootstrap": 10}).epochs == 3
+        train_config(tta="five_crop")
+
+
+def test_config_from_params_is_params_yaml_exactly():
+    params = study_params()
+    section = params["train_binary"]
+    cfg = tf_train.TrainConfig.from_params(section, seed=params["seed"])
+    expected = {**{k: v for k, v in section.items() if k not in tf_train.STAGE_KEYS}, "seed": params["seed"]}
+    assert cfg.as_dict() == expected
+    assert {k: type(v) for k, v in cfg.as_dict().items()} == {k: type(v) for k, v in expected.items()}
+    assert cfg.augment == {"flip": section["augment_flip"], "rotation": section["augment_rotation"],
+                           "zoom": section["augment_zoom"], "contrast": section["augment_contrast"],
+                           "brightness": section["augment_brightness"]}
+    # Every train_binary key is a training setting or a declared stage key: none is dropped unseen.
+    fields = {f.name for f in dataclasses.fields(tf_train.TrainConfig)}
+    assert set(schema.section_keys("train_binary")) == (fields - {"seed"}) | set(tf_train.STAGE_KEYS)
+    assert not fields & set(tf_train.STAGE_KEYS)
+    # Explicit overrides win; nothing else changes.
+    changed = tf_train.TrainConfig.from_params(section, seed=3, epochs=2)
+    assert changed.as_dict() == {**expected, "seed": 3, "epochs": 2}
+
+
+def test_config_from_params_names_unknown_and_missing_keys():
+    params = study_params()
+    section = params["train_binary"]
+    with pytest.raises(ValueError, match=r"^train_binary\.epoch: unknown key; did you mean 'epochs'\?$"):
+        tf_train.TrainConfig.from_params({**section, "epoch": 3}, seed=0)
+    with pytest.raises(ValueError, match=r"train_binary\.augment_zom: unknown key; did you mean 'augment_zoom'\?"):
+        tf_train.TrainConfig.from_params(section, seed=0, augment_zom=0.1)
+    without = {k: v for k, v in section.items() if k not in ("learning_rate", "tta")}
+    with pytest.raises(ValueError) as info:
+        tf_train.TrainConfig.from_params(without, seed=0)
+    assert str(info.value).splitlines() == ["train_binary.learning_rate: missing (params.yaml must define it)",
+                                            "train_binary.tta: missing (params.yaml must define it)"]
+    with pytest.raises(ValueError, match=r"^seed: missing \(pass seed=params\['seed'\]"):
+        tf_train.TrainConfig.from_params(section)
+    with pytest.raises(TypeError):  # no second set of defaults: every field is required
+        tf_train.TrainConfig(image_size=32, seed=0)
 
 
 def test_pretrained_backbone_trained_on_images_then_fine_tuned(tmp_path, tiny_manifest, tiny_class_names):
     """cache_features: false (the GPU recipe): frozen backbone with augmentation, then the top block unfrozen."""
     weights = tmp_path / "xception_notop.weights.h5"
     keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3)).save_weights(weights)
-    cfg = tf_train.TrainConfig(backbone="xception", weights=str(weights), image_size=71, epochs=1,
-                               fine_tune_epochs=1, batch_size=8, cache_features=False, seed=1)
+    cfg = train_config(backbone="xception", weights=str(weights), image_size=71, epochs=1, fine_tune_epochs=1,
+                       batch_size=8, cache_features=False, seed=1)
     data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=71, resize_mode="stretch",
                                   equalize_method="none", batch_size=8, seed=1)
     result = tf_train.train_binary(cfg, data)

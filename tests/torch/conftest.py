@@ -64,10 +64,11 @@ def tiny_manifest(tiny_root) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def trained_checkpoint(tiny_manifest, tmp_path_factory) -> Path:
     """``best.pt`` of a 2-epoch SqueezeNet on the tiny set (CPU, seconds)."""
+    from tests.torch.helpers import run_config
     from xraylib import torch_train
 
-    cfg = torch_train.RunConfig(name="tiny", arch="squeezenet", epochs=2, batch_size=6, image_size=32,
-                                num_workers=0, learning_rate=0.001, seed=3)
+    cfg = run_config("tiny", "squeezenet", epochs=2, batch_size=6, image_size=32, num_workers=0,
+                     learning_rate=0.001, seed=3)
     out = tmp_path_factory.mktemp("run") / "tiny"
     result = torch_train.train(cfg, tiny_manifest, out, verbose=False)
     return result.best_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from xraylib import config, torch_evaluate, torch_train
+from tests.torch.helpers import run_config, study_params
+from xraylib import config, schema, torch_evaluate, torch_train
 from xraylib.torch_train import RunConfig, build_configs, train
 
 
@@ -53,27 +55,71 @@ def test_params_define_the_six_original_runs():
 
 
 def test_build_configs_selects_and_validates():
-    runs = [{"name": "a", "arch": "resnet18"}, {"name": "b", "arch": "squeezenet", "step_lr": True}]
-    assert [c.name for c in build_configs(runs, ["b"], epochs=2)] == ["b"]
-    assert build_configs(runs, [], epochs=2)[1].step_lr is True
+    shared = torch_train.shared_settings(study_params())
+    runs = [{"name": "a", "arch": "resnet18", "step_lr": False}, {"name": "b", "arch": "squeezenet", "step_lr": True}]
+    assert [c.name for c in build_configs(runs, ["b"], **{**shared, "epochs": 2})] == ["b"]
+    assert build_configs(runs, [], **{**shared, "epochs": 2})[1].step_lr is True
     with pytest.raises(ValueError, match=r"run_names \['c'\] are not in"):
-        build_configs(runs, ["c"])
+        build_configs(runs, ["c"], **shared)
     with pytest.raises(ValueError, match="duplicate run name 'a'"):
-        build_configs(runs + [{"name": "a", "arch": "resnet50"}])
+        build_configs(runs + [{"name": "a", "arch": "resnet50", "step_lr": False}], **shared)
     with pytest.raises(ValueError, match="must be a mapping with 'name' and 'arch'"):
-        build_configs([{"arch": "resnet18"}])
-    with pytest.raises(ValueError, match="unknown train_multiclass setting"):
-        build_configs(runs, optimizer="sgd")
+        build_configs([{"arch": "resnet18"}], **shared)
     with pytest.raises(ValueError, match="write 0.0001, not 1e-4"):
-        build_configs(runs, learning_rate="1e-4")
+        build_configs(runs, **{**shared, "learning_rate": "1e-4"})
     with pytest.raises(ValueError, match="architecture must be one of"):
-        build_configs([{"name": "v", "arch": "vgg16"}])
+        build_configs([{"name": "v", "arch": "vgg16", "step_lr": False}], **shared)
+
+
+def test_configs_from_params_are_params_yaml_exactly():
+    params = study_params()
+    spec, data_spec = params["train_multiclass"], params["data"]
+    configs = torch_train.configs_from_params(params)
+    assert [c.name for c in configs] == [run["name"] for run in spec["runs"]]
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for cfg, run in zip(configs, spec["runs"]):
+        expected = {**{k: v for k, v in spec.items() if k in fields}, "resize": data_spec["resize"],
+                    "equalize": data_spec["equalize"], "seed": params["seed"], **run}
+        assert dataclasses.asdict(cfg) == expected
+        assert {k: type(v) for k, v in dataclasses.asdict(cfg).items()} == {k: type(v) for k, v in expected.items()}
+    # Every train_multiclass key is a run setting or a declared study key: none is dropped unseen.
+    assert set(schema.section_keys("train_multiclass")) == (fields - {"name", "arch", "step_lr", "resize",
+                                                                      "equalize", "seed"}) | set(torch_train.STUDY_KEYS)
+    assert set(schema.section_keys("train_multiclass.runs")) <= fields
+    # run_names selects, in the order of runs.
+    params["train_multiclass"]["run_names"] = ["resnet18", "densenet121"]
+    assert [c.name for c in torch_train.configs_from_params(params)] == ["densenet121", "resnet18"]
+
+
+def test_unknown_and_missing_settings_name_the_dotted_key():
+    params = study_params()
+    shared = torch_train.shared_settings(params)
+    runs = params["train_multiclass"]["runs"]
+    with pytest.raises(ValueError, match=r"^train_multiclass\.epoch: unknown key; did you mean 'epochs'\?$"):
+        build_configs(runs, **{**shared, "epoch": 3})
+    with pytest.raises(ValueError, match=r"train_multiclass\.optimizer: unknown key; valid keys: "):
+        build_configs(runs, **{**shared, "optimizer": "sgd"})
+    with pytest.raises(ValueError, match=r"train_multiclass\.runs\[1\]\.steplr: unknown key; did you mean 'step_lr'"):
+        build_configs([runs[0], {"name": "b", "arch": "resnet18", "steplr": True}], **shared)
+    with pytest.raises(ValueError, match=r"train_multiclass\.runs\[0\]\.step_lr: missing"):
+        build_configs([{"name": "a", "arch": "resnet18"}], **shared)
+    without = {k: v for k, v in shared.items() if k not in ("gamma", "equalize", "seed")}
+    with pytest.raises(ValueError) as info:
+        build_configs(runs, **without)
+    assert str(info.value).splitlines() == ["train_multiclass.gamma: missing (params.yaml must define it)",
+                                            "data.equalize: missing (params.yaml must define it)",
+                                            "seed: missing (params.yaml must define it)"]
+    del params["train_multiclass"]["precise_bn"]
+    with pytest.raises(ValueError, match=r"^train_multiclass\.precise_bn: missing"):
+        torch_train.configs_from_params(params)
+    with pytest.raises(TypeError):  # no second set of defaults: every field is required
+        RunConfig(name="a", arch="resnet18")
 
 
 @pytest.mark.parametrize("num_workers,weighted,step_lr", [(0, False, True), (2, True, False)])
 def test_interrupted_run_resumes_to_the_same_result(tiny_manifest, tmp_path, num_workers, weighted, step_lr):
-    cfg = RunConfig(name="resume", arch="squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=num_workers,
-                    weighted_sampler=weighted, step_lr=step_lr, step_size=1, learning_rate=0.0005, seed=5)
+    cfg = run_config("resume", "squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=num_workers,
+                     weighted_sampler=weighted, step_lr=step_lr, step_size=1, learning_rate=0.0005, seed=5)
     full = train(cfg, tiny_manifest, tmp_path / "full", verbose=False)
 
     with pytest.raises(Interrupted):
@@ -96,8 +142,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_manifest, tmp_path, num
 
 def test_resume_survives_deleted_outputs(tiny_manifest, tmp_path, capsys):
     """DVC deletes a stage's outputs before it runs it: last.pt and a copy of best.pt live elsewhere."""
-    cfg = RunConfig(name="dvc", arch="squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=0,
-                    learning_rate=0.0005, seed=3)
+    cfg = run_config("dvc", "squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=0,
+                     learning_rate=0.0005, seed=3)
     full = train(cfg, tiny_manifest, tmp_path / "full", checkpoint_dir=tmp_path / "full_ckpt", verbose=False)
     assert not (tmp_path / "full" / "last.pt").exists() and (tmp_path / "full_ckpt" / "last.pt").is_file()
 
@@ -116,7 +162,7 @@ def test_resume_survives_deleted_outputs(tiny_manifest, tmp_path, capsys):
 
 
 def test_checkpoint_of_other_code_or_unreadable_is_not_resumed(tiny_manifest, tmp_path, monkeypatch, caplog):
-    cfg = RunConfig(name="code", arch="squeezenet", epochs=1, batch_size=4, image_size=32, num_workers=0, seed=2)
+    cfg = run_config("code", "squeezenet", epochs=1, batch_size=4, image_size=32, num_workers=0, seed=2)
     train(cfg, tiny_manifest, tmp_path / "run", verbose=False)
     monkeypatch.setattr(torch_train, "code_fingerprint", lambda: "other code")
     with pytest.raises(Interrupted):  # it trains (and is stopped) instead of reloading the finished run
@@ -133,8 +179,8 @@ def test_checkpoint_of_other_code_or_unreadable_is_not_resumed(tiny_manifest, tm
 
 
 def test_checkpoints_history_and_rerun(tiny_manifest, tmp_path, capsys):
-    cfg = RunConfig(name="ckpt", arch="resnet18", epochs=2, batch_size=6, image_size=32, num_workers=0,
-                    learning_rate=0.001, seed=1)
+    cfg = run_config("ckpt", "resnet18", epochs=2, batch_size=6, image_size=32, num_workers=0,
+                     learning_rate=0.001, seed=1)
     result = train(cfg, tiny_manifest, tmp_path / "ckpt")
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and all("val_loss" in line for line in printed)

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import KERMANY224, require_shared, write_xray
-from xraylib import cli, data
+from xraylib import cli, config, data
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -76,10 +76,17 @@ def _bad_copy(kermany_tree: Path) -> Path:
         (kermany_tree / split / "NORMAL").mkdir()  # empty class folder
     arr16 = (np.arange(40 * 32, dtype=np.uint16).reshape(32, 40) * 50)
     Image.fromarray(arr16).save(train / "NORMAL" / "IM-0902-0001.png")  # 16-bit PNG
-    write_xray(train / "NORMAL" / "IM-0903-0001.png", mode="RGBA")
-    write_xray(train / "NORMAL" / "IM-0904-0001.png", mode="P")
-    write_xray(train / "PNEUMONIA" / "person902_virus_1.jpeg", mode="CMYK")
+    write_xray(train / "NORMAL" / "IM-0903-0001.png", value=20, mode="RGBA")
+    write_xray(train / "NORMAL" / "IM-0904-0001.png", value=30, mode="P")
+    write_xray(train / "PNEUMONIA" / "person902_virus_1.jpeg", value=200, mode="CMYK")
     return kermany_tree
+
+
+def data_section(root: Path, source: str = "kermany", task: str = "binary") -> dict:
+    """The project's validated ``data`` section with ``data.<task>`` pointed at ``root``."""
+    section = dict(config.load_params()["data"])
+    section[task] = {"source": source, "root": str(root)}
+    return section
 
 
 def _tree_digest(root: Path) -> dict:
@@ -91,8 +98,7 @@ def test_bad_input_is_quarantined_and_the_rest_processed(kermany_tree, tmp_path)
     root = _bad_copy(kermany_tree)
     before = _tree_digest(root)
     with pytest.warns(UserWarning, match="is empty"):
-        summary = data.build_manifest("binary", {"binary": {"source": "kermany", "root": str(root)}},
-                                      seed=1, out_dir=tmp_path / "out", progress=False)
+        summary = data.build_manifest("binary", data_section(root), seed=1, out_dir=tmp_path / "out", progress=False)
     assert _tree_digest(root) == before, "raw data must never be modified"
     quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
     reasons = dict(zip(quarantine["path"].map(lambda p: Path(p).name), quarantine["reason"]))
@@ -128,16 +134,16 @@ def test_missing_root_and_bad_source_are_clear_errors(tmp_path):
 
 def test_covid_radiography_and_folder_layouts(tmp_path):
     covid = tmp_path / "COVID-19_Radiography_Dataset"
-    for label in data.COVID_CLASSES:
+    for k, label in enumerate(data.COVID_CLASSES):
         for i in range(2):
-            write_xray(covid / label / "images" / f"{label}-{i}.png", 40 + 30 * i)
+            write_xray(covid / label / "images" / f"{label}-{i}.png", 40 + 30 * i + 7 * k)
             write_xray(covid / label / "masks" / f"{label}-{i}.png", 255)
     m = data.scan_source("covid_radiography", tmp_path, progress=False).manifest
     assert sorted(m["label"].unique()) == sorted(data.COVID_CLASSES) and len(m) == 8
     assert (m["lung_mask"] != "").all() and (m["patient_id"].str.startswith("file:")).all()
     folder = tmp_path / "plain"
-    for label in ("cats", "dogs"):
-        write_xray(folder / label / "a.png")
+    for value, label in ((60, "cats"), (160, "dogs")):
+        write_xray(folder / label / "a.png", value)
     m = data.scan_source("folder", folder, progress=False).manifest
     assert sorted(m["label"]) == ["cats", "dogs"]
 
@@ -281,8 +287,7 @@ def test_split_table_counts():
 @pytest.mark.real_data
 def test_real_kermany_manifest_has_no_leakage(tmp_path):
     require_shared(KERMANY224)
-    summary = data.build_manifest("binary", {"binary": {"source": "kermany", "root": str(KERMANY224)}},
-                                  seed=42, out_dir=tmp_path, progress=False)
+    summary = data.build_manifest("binary", data_section(KERMANY224), seed=42, out_dir=tmp_path, progress=False)
     assert summary["images"] == 5216 and summary["quarantined"] == 0
     assert summary["per_class"] == {"NORMAL": 1341, "PNEUMONIA": 3875}
     assert summary["leakage_patients"] == 0 and summary["leakage_identical_files"] == 0
