@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from xraylib import config, errors, model_files
+from xraylib import config, errors
 
 NOTEBOOKS = {
     "explore": "01_explore.ipynb",
@@ -413,46 +413,22 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_framework(model_path: Path) -> str:
-    """``keras`` for ``.keras`` files, ``torch`` for ``.pt``/``.pth`` checkpoints."""
-    if not model_path.exists():
-        raise FileNotFoundError(f"model file {model_path} not found; train it with `dvc repro` first")
-    suffix = model_path.suffix.lower()
-    # The file is looked at before the framework is imported: a wrong file gives one line, without
-    # TensorFlow's or torch's start-up messages and without reading anything that could run code.
-    if suffix == ".keras":
-        model_files.check_keras_archive(model_path)
-        return "keras"
-    if suffix in (".pt", ".pth"):
-        what = model_files.describe(model_path)
-        if not what.startswith(("a PyTorch file", "a truncated or damaged PyTorch file")):
-            raise model_files.not_a_model(model_path, model_files.TORCH_CHECKPOINT, what)
-        return "torch"
-    raise ValueError(f"unknown model type {model_path.name!r}; expected a .keras (binary Keras) or .pt (PyTorch) file")
-
-
-def _framework_module(model_path: Path, kind: str):
-    import importlib
-
-    framework = model_framework(model_path)
-    return importlib.import_module(f"xraylib.{'tf' if framework == 'keras' else 'torch'}_{kind}")
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = config.user_path(args.model)
-    module = _framework_module(model, "evaluate")
-    metrics = module.evaluate_folder(model, config.user_path(args.data), config.user_path(args.out),
-                                     batch_size=args.batch_size)
-    print(json.dumps(metrics.get("summary", metrics), indent=2))
+    from xraylib import inference
+
+    model = inference.load_classifier(config.user_path(args.model))
+    result = inference.evaluate_folder(model, config.user_path(args.data), config.user_path(args.out),
+                                       batch_size=args.batch_size)
+    print(json.dumps(result["summary"], indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model = config.user_path(args.model)
-    module = _framework_module(model, "evaluate")
-    inputs = [config.user_path(p) for p in args.inputs]
-    result = module.predict_files(model, inputs, config.user_path(args.output),
-                                  cam_dir=config.user_path(args.cam) if args.cam else None)
+    from xraylib import inference
+
+    model = inference.load_classifier(config.user_path(args.model))
+    result = inference.predict_files(model, [config.user_path(p) for p in args.inputs], config.user_path(args.output),
+                                     cam_dir=config.user_path(args.cam) if args.cam else None)
     print(f"predicted {result['predicted']} image(s) -> {args.output}; skipped {len(result['skipped'])}")
     for path, reason in result["skipped"]:
         print(f"skipped {path}: {reason}", file=sys.stderr)

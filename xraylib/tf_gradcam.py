@@ -43,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xraylib import config, errors, gradcam, images, tf_model, tf_train
+from xraylib import config, errors, gradcam, images, tf_model
 
 SCORE_ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -277,7 +277,7 @@ def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labe
     y_true = np.array([names.index(lab) if lab else -1 for lab in labels], dtype=np.int64)
     cam = GradCam(model)
     if model.outputs[0].shape[-1] == 1:  # the binary model, with its stored test-time augmentation
-        probs = class_probabilities(tf_train.predict_proba(model, prepared, meta.get("tta", "none"))[:, None])
+        probs = class_probabilities(tf_model.predict_proba(model, prepared, meta.get("tta", "none"))[:, None])
     else:
         probs = class_probabilities(model.predict(prepared.astype(np.float32)[..., None], verbose=0))
     y_pred = predicted_classes(probs, settings["threshold"])

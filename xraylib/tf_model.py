@@ -34,6 +34,8 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from xraylib import config
 from xraylib.tf_layers import (  # noqa: F401  (imports register the custom objects)
@@ -374,3 +376,55 @@ def load_model(path: str | Path, require: tuple[str, ...] = ("class_names", "thr
         # `from None`: Keras's message for a refused Lambda layer recommends turning safe mode off.
         raise model_files.keras_load_error(path, err) from None
     return model, meta
+
+
+# --------------------------------------------------------------------------------------------------
+# Inference (used by training for validation, by evaluation, prediction and Grad-CAM)
+# --------------------------------------------------------------------------------------------------
+TTA_MODES = ("none", "flip")
+
+
+def flip_images(x):
+    """Mirror a batch of images left-right (the test-time augmentation view)."""
+    return tf.reverse(x, axis=[2])
+
+
+def tta_views(tta: str) -> list:
+    """The test-time augmentation views: the image, and with ``flip`` its mirror image."""
+    return [lambda x: x] + ([flip_images] if tta == "flip" else [])
+
+
+def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
+            dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over the images of ``dataset`` (inference mode), batch by batch.
+
+    Returns:
+        ``(outputs, labels)`` in the order the dataset yields them (for a shuffled
+        dataset: its first epoch's order; the labels come along so they match).
+    """
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    parts, labels = [], []
+    for x, y in dataset:
+        x = flip_images(x) if flip else x
+        parts.append(np.asarray(infer(x)).astype(dtype))
+        labels.append(np.asarray(y))
+    return np.concatenate(parts), np.concatenate(labels)
+
+
+def predict_proba(model: keras.Model, dataset: tf.data.Dataset | np.ndarray, tta: str = "none",
+                  batch_size: int = 32) -> np.ndarray:
+    """Probability of the positive class per image, averaged over the TTA views.
+
+    Args:
+        model: a binary model (output: probability of class 1).
+        dataset: a ``(image, label)`` dataset or an array of images ``(N, S, S)`` / ``(N, S, S, 1)``.
+        tta: ``none`` or ``flip`` (mean of the image and its mirror image).
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    if isinstance(dataset, np.ndarray):
+        arr = dataset.astype(np.float32)
+        arr = arr[..., None] if arr.ndim == 3 else arr
+        dataset = tf.data.Dataset.from_tensor_slices((arr, np.zeros(len(arr), np.float32))).batch(batch_size)
+    views = [extract(model, dataset, flip=i == 1, dtype="float64")[0][:, 0] for i in range(len(tta_views(tta)))]
+    return np.mean(views, axis=0)

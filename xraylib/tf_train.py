@@ -34,10 +34,11 @@ import pandas as pd
 import tensorflow as tf
 
 from xraylib import tf_model
+# Inference lives in tf_model; predict_proba is also reached as tf_train.predict_proba (notebook 03, benchmarks).
+from xraylib.tf_model import TTA_MODES, extract, predict_proba, tta_views  # noqa: F401
 from xraylib.tf_layers import WeightedBinaryCrossentropy, class_frequency_weights
 
 IMBALANCE = ("weighted_loss", "class_weight", "none")
-TTA_MODES = ("none", "flip")
 
 
 # train_binary keys that are not settings of the training run: paths, the data preparation of the
@@ -218,51 +219,6 @@ def _history_frame(history: keras.callbacks.History, phase: str, first_epoch: in
     return frame
 
 
-def flip_images(x):
-    """Mirror a batch of images left-right (the test-time augmentation view)."""
-    return tf.reverse(x, axis=[2])
-
-
-def _views(tta: str):
-    return [lambda x: x] + ([flip_images] if tta == "flip" else [])
-
-
-def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
-            dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over the images of ``dataset`` (inference mode), batch by batch.
-
-    Returns:
-        ``(outputs, labels)`` in the order the dataset yields them (for a shuffled
-        dataset: its first epoch's order; the labels come along so they match).
-    """
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    parts, labels = [], []
-    for x, y in dataset:
-        x = flip_images(x) if flip else x
-        parts.append(np.asarray(infer(x)).astype(dtype))
-        labels.append(np.asarray(y))
-    return np.concatenate(parts), np.concatenate(labels)
-
-
-def predict_proba(model: keras.Model, dataset: tf.data.Dataset | np.ndarray, tta: str = "none",
-                  batch_size: int = 32) -> np.ndarray:
-    """Probability of the positive class per image, averaged over the TTA views.
-
-    Args:
-        model: a binary model (output: probability of class 1).
-        dataset: a ``(image, label)`` dataset or an array of images ``(N, S, S)`` / ``(N, S, S, 1)``.
-        tta: ``none`` or ``flip`` (mean of the image and its mirror image).
-    """
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
-    if isinstance(dataset, np.ndarray):
-        arr = dataset.astype(np.float32)
-        arr = arr[..., None] if arr.ndim == 3 else arr
-        dataset = tf.data.Dataset.from_tensor_slices((arr, np.zeros(len(arr), np.float32))).batch(batch_size)
-    views = [extract(model, dataset, flip=i == 1, dtype="float64")[0][:, 0] for i in range(len(_views(tta)))]
-    return np.mean(views, axis=0)
-
-
 def _fit_arrays(model, x, y, val, cfg, phase, epochs, lr, loss, class_weight, work: Path, log_csv, append,
                 initial_epoch=0):
     _compile(model, lr, loss)
@@ -392,7 +348,7 @@ def cache_activations(model: keras.Model, cfg: TrainConfig, data: dict) -> dict:
     """
     lower, _ = tf_model.split_at(model, cut_layer(cfg))
     cached_train, y_train = extract(lower, data["train"]["dataset"])
-    views = [extract(lower, data["val"]["dataset"], flip=i == 1) for i in range(len(_views(cfg.tta)))]
+    views = [extract(lower, data["val"]["dataset"], flip=i == 1) for i in range(len(tta_views(cfg.tta)))]
     return {"train": (cached_train, y_train), "val": ([v[0] for v in views], views[0][1])}
 
 

@@ -10,7 +10,7 @@ scaled to [0, 1] at the input size, the same definition as
 DenseNet: torchvision's ``DenseNet.forward`` applies ``F.relu(features,
 inplace=True)``, which overwrites the activations kept by a hook on
 ``features``. :func:`xraylib.torch_model.build_model` (and so every checkpoint
-loaded by :func:`xraylib.torch_evaluate.load_checkpoint`) already returns a
+loaded by :func:`xraylib.torch_model.load_checkpoint`) already returns a
 :class:`~xraylib.torch_model.CamFriendlyDenseNet`; a plain torchvision DenseNet
 passed in here is switched to it for the computation (same parameters and
 outputs) and switched back afterwards.
@@ -32,7 +32,7 @@ from torchvision.models import DenseNet
 
 from xraylib import config, gradcam
 from xraylib.torch_data import build_transform
-from xraylib.torch_model import CamFriendlyDenseNet, check_arch, target_layer
+from xraylib.torch_model import CamFriendlyDenseNet, check_arch, load_checkpoint, target_layer
 
 
 @contextlib.contextmanager
@@ -127,7 +127,6 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
         ValueError: labels that are not classes of the model.
     """
     from xraylib import images
-    from xraylib.torch_evaluate import load_checkpoint
 
     checkpoint = config.resolve(checkpoint)
     model, meta = load_checkpoint(checkpoint)
@@ -162,9 +161,9 @@ def save_overlays(model: nn.Module, arch: str, items: Sequence[dict], cam_dir: s
     """Write Grad-CAM overlays of the predicted class for ``xraylib predict --cam DIR``.
 
     Args:
-        model: the loaded classifier (:func:`xraylib.torch_evaluate.load_checkpoint`).
+        model: the loaded classifier (:func:`xraylib.torch_model.load_checkpoint`).
         arch: its architecture (``meta["arch"]``).
-        items: one dict per predicted image, as :func:`xraylib.torch_evaluate.predict_files`
+        items: one dict per predicted image, as :func:`xraylib.inference.predict_files`
             passes them: ``path``, ``image`` (prepared uint8 ``(S, S)``), ``tensor`` (the
             normalised ``(3, S, S)`` input the model saw), ``predicted`` (class index),
             ``label`` (class name) and ``probability``. Without ``tensor`` the input is

@@ -36,6 +36,8 @@ from torch import nn
 from torchvision import models
 from torchvision.models import DenseNet
 
+from xraylib import config, model_files
+
 ARCHITECTURES = ("densenet121", "resnet18", "resnet50", "squeezenet")
 BUILDERS = {
     "densenet121": "densenet121",
@@ -199,11 +201,7 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "none") -> nn
     else:
         path = Path(weights_name).expanduser()
         if not path.is_absolute():
-            from xraylib import config
-
             path = config.resolve(path)
-        from xraylib import model_files
-
         if not path.exists():
             raise FileNotFoundError(
                 f"train_multiclass.weights: expected 'imagenet', 'none' or an existing state-dict file, "
@@ -224,3 +222,40 @@ def build_model(arch: str, num_classes: int, weights: str | Path = "none") -> nn
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+REQUIRED_KEYS = ("arch", "class_names", "image_size", "resize", "equalize", "model_state")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from ``best.pt`` / ``last.pt``; returns ``(model in eval mode, metadata)``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ModelFileError: (a ``ValueError``) the file is not a checkpoint written by :mod:`xraylib.torch_train`:
+            one line saying what it is (text, truncated, a pickle of other Python objects, ...).
+    """
+    path = config.resolve(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found; train it with `xraylib notebook train_multiclass`")
+    if not path.is_file():
+        raise model_files.not_a_model(path, model_files.TORCH_CHECKPOINT)
+    # weights_only: a pickle payload is refused, never run; a bad file gives one line (ModelFileError).
+    state = model_files.torch_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path,
+                                   model_files.TORCH_CHECKPOINT)
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise model_files.ModelFileError(
+            f"{path} is not an xraylib PyTorch checkpoint: missing {missing}; expected best.pt written by "
+            "xraylib.torch_train (a bare state dict has no class names or image settings)")
+    model = build_model(state["arch"], len(state["class_names"]), "none")
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, TypeError, AttributeError) as err:  # tensors of other shapes or names
+        raise model_files.ModelFileError(
+            f"'{path}' is a PyTorch checkpoint whose weights do not fit its architecture {state['arch']!r} "
+            f"({model_files.one_line(err)}); expected {model_files.TORCH_CHECKPOINT}") from None
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k not in ("model_state", "optimizer_state", "scheduler_state",
+                                                          "scaler_state", "rng")}
+    return model, meta

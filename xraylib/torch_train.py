@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train and evaluate the configured runs on any prepared manifest folder (see module docstring)."""
     import matplotlib.pyplot as plt
 
-    from xraylib import data, plots, torch_evaluate
+    from xraylib import data, evaluation, plots, torch_evaluate
 
     parser = argparse.ArgumentParser(prog="python -m xraylib.torch_train", description=main.__doc__)
     parser.add_argument("--params", help="parameter file (default: params.yaml of the project)")
@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             fig.savefig(out / name / "confusion_matrix.png", dpi=plots.DPI, bbox_inches="tight")
             plt.close(fig)
             print(f"\n{name} (test): accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
-            print(torch_evaluate.per_class_table(report).round(4).to_string())
+            print(evaluation.per_class_table(report).round(4).to_string())
         document = torch_evaluate.study_metrics(results, reports, names)
         torch_evaluate.write_json(document, out / "metrics.json")
         print("\n" + torch_evaluate.summary_table(results, reports).round(4).to_string(index=False))

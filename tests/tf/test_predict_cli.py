@@ -51,8 +51,8 @@ def test_predict_folder_with_odd_modes_bad_files_and_overlays(saved_model, tmp_p
     model = keras.saving.load_model(saved_model)
     pixels = np.stack([images.prepare(p, 32, "stretch", "none") for p in table["path"]])
     expected = model.predict(pixels[..., None].astype("float32"), verbose=0)[:, 0]
-    np.testing.assert_allclose(table["probability_PNEUMONIA"], expected, atol=2e-6)
-    np.testing.assert_allclose(table["probability_NORMAL"], 1.0 - expected, atol=2e-6)
+    np.testing.assert_allclose(table["prob_PNEUMONIA"], expected, atol=2e-6)
+    np.testing.assert_allclose(table["prob_NORMAL"], 1.0 - expected, atol=2e-6)
     assert list(table["predicted"]) == ["PNEUMONIA" if p >= 0.5 else "NORMAL" for p in expected]
     index = pd.read_csv(cams / "cam_index.csv")
     assert sorted(index["path"]) == sorted(table["path"])
@@ -95,8 +95,8 @@ def test_predict_uses_the_stored_threshold(tmp_path, capsys, probability, thresh
     assert "predicted 5 image(s)" in capsys.readouterr().out
     table = pd.read_csv(csv)
     assert set(table["predicted"]) == {expected}
-    np.testing.assert_allclose(table["probability_PNEUMONIA"], probability, atol=2e-6)  # sigmoid of the bias
-    np.testing.assert_allclose(table["probability_NORMAL"], 1.0 - probability, atol=2e-6)
+    np.testing.assert_allclose(table["prob_PNEUMONIA"], probability, atol=2e-6)  # sigmoid of the bias
+    np.testing.assert_allclose(table["prob_NORMAL"], 1.0 - probability, atol=2e-6)
 
 
 def test_only_bad_inputs_exit_1(saved_model, tmp_path, capsys):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.tf.helpers import study_params, train_config
-from xraylib import images, metrics, schema, tf_data, tf_evaluate, tf_train
+from xraylib import evaluation, images, metrics, schema, tf_data, tf_train
 
 SIZE = 32
 
@@ -90,7 +90,7 @@ def test_threshold_rule_and_confusion_orientation():
     # J = sensitivity + specificity - 1: 3/4 + 1 - 1 = 0.75 at 0.7, beats 1 + 2/3 - 1 at 0.6
     threshold = metrics.youden_threshold(y_val, p_val)
     assert threshold == pytest.approx(0.7)
-    cm = tf_evaluate.confusion(np.array([0, 0, 1, 1, 1]), np.array([0.9, 0.1, 0.8, 0.2, 0.75]), 0.75)
+    cm = evaluation.confusion(np.array([0, 0, 1, 1, 1]), np.array([0.9, 0.1, 0.8, 0.2, 0.75]), 0.75)
     # rows = true (NORMAL, PNEUMONIA), columns = predicted; p >= threshold is PNEUMONIA
     np.testing.assert_array_equal(cm, [[1, 1], [1, 2]])
 

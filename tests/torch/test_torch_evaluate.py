@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import types
 from pathlib import Path
 
@@ -14,9 +13,17 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
-import xraylib
-from xraylib import cli
-from xraylib.torch_evaluate import evaluate_folder, evaluate_split, load_checkpoint, predict_files
+from xraylib import cli, inference, torch_backend
+from xraylib.torch_evaluate import evaluate_split
+from xraylib.torch_model import load_checkpoint
+
+
+def evaluate_folder(path, folder, out) -> dict:
+    return inference.evaluate_folder(inference.load_classifier(path), folder, out)
+
+
+def predict_files(path, inputs, out_csv, **kwargs) -> dict:
+    return inference.predict_files(inference.load_classifier(path), inputs, out_csv, **kwargs)
 
 
 @pytest.fixture
@@ -86,8 +93,9 @@ def test_evaluate_folder_quarantines_bad_files(trained_checkpoint, external, tmp
     _assert_report_matches_sklearn(summary, labels, predicted)
     assert [summary["per_class"][c]["support"] for c in CLASSES] == [labels.count(c) for c in CLASSES]
     written = pd.read_csv(out / "predictions.csv").sort_values("path")
-    assert list(written["actual"]) == labels and list(written["predicted"]) == predicted
-    for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "quarantine.csv"):
+    assert list(written["label"]) == labels and list(written["predicted"]) == predicted
+    for name in ("metrics.json", "predictions.csv", "confusion_argmax.png", "roc.png", "pr.png", "reliability.png",
+                 "quarantine.csv"):
         assert (out / name).is_file(), name
     assert json.loads((out / "metrics.json").read_text())["summary"]["quarantined"] == 1
 
@@ -111,7 +119,9 @@ def test_predict_files_reports_and_skips_bad_inputs(trained_checkpoint, external
     assert reasons[str(tmp_path / "missing.png")] == "no such file or folder"
     assert "unreadable image" in reasons[str(external / "notes.txt")]
     frame = pd.read_csv(output)
-    assert list(frame.columns) == ["path", "predicted", "probability", "prob_BACTERIA", "prob_NORMAL", "prob_VIRUS"]
+    assert list(frame.columns) == ["path", "predicted", "threshold", "prob_BACTERIA", "prob_NORMAL", "prob_VIRUS",
+                                   "model", "data_source"]
+    assert frame["threshold"].isna().all()  # multi-class models decide by the most probable class
     expected = reference_probs(trained_checkpoint, frame["path"])
     np.testing.assert_allclose(frame[[f"prob_{c}" for c in CLASSES]], expected, atol=1e-5)
     assert list(frame["predicted"]) == [CLASSES[k] for k in expected.argmax(axis=1)]
@@ -121,14 +131,12 @@ def test_predict_files_hands_items_to_gradcam(trained_checkpoint, external, tmp_
     calls = []
     fake = types.ModuleType("xraylib.torch_gradcam")
     fake.save_overlays = lambda model, arch, items, cam_dir: calls.append((model, arch, items, cam_dir))
-    monkeypatch.setitem(sys.modules, "xraylib.torch_gradcam", fake)
-    monkeypatch.setattr(xraylib, "torch_gradcam", fake, raising=False)  # if the real module was imported before
+    monkeypatch.setattr(torch_backend, "torch_gradcam", fake)
     predict_files(trained_checkpoint, [external / "VIRUS"], tmp_path / "p.csv", cam_dir=tmp_path / "cams")
     (model, arch, items, cam_dir), = calls
     assert arch == "squeezenet" and cam_dir == tmp_path / "cams" and len(items) == 2
     item = items[0]
     assert item["image"].shape == (32, 32) and item["image"].dtype == np.uint8
-    assert item["tensor"].shape == (3, 32, 32) and item["class_names"] == CLASSES
     expected = reference_probs(trained_checkpoint, [it["path"] for it in items])
     assert [it["predicted"] for it in items] == list(expected.argmax(axis=1))
     assert [it["label"] for it in items] == [CLASSES[k] for k in expected.argmax(axis=1)]

@@ -11,10 +11,12 @@ import papermill
 import pytest
 import yaml
 
+from tests import import_graph
 from xraylib import cli, config
 
 FRAMEWORK_FREE = ["xraylib", "xraylib.config", "xraylib.data", "xraylib.images", "xraylib.metrics",
-                  "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam"]
+                  "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam", "xraylib.errors",
+                  "xraylib.model_files", "xraylib.schema", "xraylib.inference", "xraylib.evaluation"]
 
 
 def test_framework_free_modules_import_no_framework():
@@ -24,6 +26,26 @@ def test_framework_free_modules_import_no_framework():
             + "print([f for f in ('tensorflow', 'keras', 'torch', 'torchvision') if f in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"framework imported by {modules}: {out.stdout}"
+
+
+def test_no_import_cycles_in_the_package():
+    """Counting imports inside functions too: no module reaches itself through its imports."""
+    modules = [p.stem for p in import_graph.PACKAGE.glob("*.py")]
+    cyclic = [m for m in modules if m in import_graph.closure(import_graph.module_imports(m))]
+    assert not cyclic, f"import cycle through {cyclic}"
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("xraylib.torch_gradcam", ("xraylib.torch_evaluate", "xraylib.torch_train")),
+    ("xraylib.tf_gradcam", ("xraylib.tf_evaluate", "xraylib.tf_train")),
+])
+def test_gradcam_modules_load_no_training_or_evaluation_module(module, forbidden):
+    """Grad-CAM needs a model and its inference, never the training or evaluation code (no upward imports)."""
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('xraylib.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    loaded = json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
+    assert module in loaded and not set(forbidden) & set(loaded), loaded
 
 
 def test_framework_modules_import_only_their_framework():

@@ -199,7 +199,7 @@ def test_choices_agree_with_the_code():
     assert _choices(schema.Backbone) == set(_constant("tf_model", "BACKBONES"))
     assert _choices(schema.InputNorm) == set(_constant("tf_model", "INPUT_NORMS"))
     assert _choices(schema.Imbalance) == set(_constant("tf_train", "IMBALANCE"))
-    assert _choices(schema.TtaMode) == set(_constant("tf_train", "TTA_MODES"))
+    assert _choices(schema.TtaMode) == set(_constant("tf_model", "TTA_MODES"))
     assert _choices(schema.FlipMode) == set(_constant("tf_layers", "FLIP_MODES"))
     assert _choices(schema.Arch) == set(_constant("torch_model", "BUILDERS"))
     assert _choices(schema.Colormap) == set(_constant("gradcam", "COLORMAPS"))

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from xraylib import metrics
-from xraylib.torch_evaluate import per_class_table
+from xraylib.evaluation import per_class_table
 
 CLASSES = ["COVID", "Normal", "Viral Pneumonia"]
 # rows = true labels, columns = predicted labels

@@ -1,0 +1,69 @@
+"""The contract every back end of xraylib.inference keeps, run by tests/tf and tests/torch on their own models.
+
+Framework-free: each case takes a loaded :class:`xraylib.inference.Classifier` and a
+class-per-folder image set, and checks what a user sees (the CSV schema, the decision,
+the evaluation's files and numbers) the same way for both frameworks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xraylib import config, inference
+
+EVALUATE_FILES = {"predictions.csv", "quarantine.csv", "label_conflicts.csv", "metrics.json", "roc.png", "pr.png",
+                  "reliability.png"}
+
+
+def expected_columns(model, *, with_label: bool) -> list[str]:
+    probs = [f"prob_{inference.safe_column(c)}" for c in model.settings.class_names]
+    return ["path", *(["label"] if with_label else []), "predicted", "threshold", *probs, "model", "data_source"]
+
+
+def check_predict(model, folder: Path, tmp_path: Path) -> pd.DataFrame:
+    """Predict a folder with one unreadable file: the schema, probabilities, the decision, the skip."""
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    result = inference.predict_files(model, [folder], tmp_path / "predict.csv")
+    (folder / "broken.png").unlink()
+    table = pd.read_csv(tmp_path / "predict.csv", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == expected_columns(model, with_label=False)
+    assert result["predicted"] == len(table) > 0
+    assert [Path(p).name for p, _ in result["skipped"]] == ["broken.png"]
+    probs = table[[c for c in table.columns if c.startswith("prob_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    names = model.settings.class_names
+    if model.settings.threshold is None:  # multi-class: the most probable class, no threshold
+        assert table["threshold"].isna().all()
+        assert list(table["predicted"]) == [names[k] for k in probs.argmax(axis=1)]
+    else:  # binary: the positive class from the stored threshold on, whatever 0.5 would say
+        assert (table["threshold"] == model.settings.threshold).all()
+        assert list(table["predicted"]) == [names[int(p >= model.settings.threshold)] for p in probs[:, 1]]
+    assert (table["model"] == config.relative_to_project(model.path)).all()
+    assert (table["data_source"].fillna("") == model.settings.data_source).all()
+    return table
+
+
+def check_evaluate(model, folder: Path, tmp_path: Path, predicted: pd.DataFrame) -> dict:
+    """Evaluate the same folder: the same files for both frameworks, numbers that agree with predict."""
+    out = tmp_path / "evaluate"
+    result = inference.evaluate_folder(model, folder, out)
+    written = {p.name for p in out.iterdir()}
+    assert EVALUATE_FILES <= written, EVALUATE_FILES - written
+    assert any(name.startswith("confusion_") and name.endswith(".png") for name in written)
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == expected_columns(model, with_label=True)
+    assert list(table["label"]) == [Path(p).parent.name for p in table["path"]]
+    same = predicted.set_index("path").loc[table["path"]]
+    assert list(same["predicted"]) == list(table["predicted"]), "predict and evaluate decide alike"
+    prob_columns = [c for c in table.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(same[prob_columns].to_numpy(), table[prob_columns].to_numpy(), atol=1e-5)
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary["images"] == len(table) and summary["framework"] == model.settings.framework
+    accuracy = float((table["label"] == table["predicted"]).mean())
+    stored = summary.get("stored_threshold", summary)  # binary: per threshold; multi-class: top level
+    assert abs(stored["accuracy"] - accuracy) <= 1e-6  # metrics.json keeps 6 digits
+    return summary
