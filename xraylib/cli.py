@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from xraylib import config, errors
+from xraylib import __version__, config, errors
 
 NOTEBOOKS = {
     "explore": "01_explore.ipynb",
@@ -435,10 +435,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if result["predicted"] else 1
 
 
+def _project_label() -> str:
+    """The project this command would work in, for ``--version`` (or that none was found)."""
+    try:
+        return str(config.project_root())
+    except Exception:  # noqa: BLE001 - --version must answer even outside a project
+        return "none found from the working directory"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xraylib", description=__doc__.splitlines()[0])
     parser.add_argument("--params", help="parameter file (default: params.yaml of the project found from the "
                         "working directory, or $XRAYLIB_PROJECT)")
+    parser.add_argument("--version", action="version", version=f"xraylib {__version__} (project: {_project_label()})")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (also: {errors.DEBUG_ENV}=1, e.g. under dvc repro)")
     sub = parser.add_subparsers(dest="command", required=True)

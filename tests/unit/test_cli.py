@@ -238,3 +238,13 @@ def test_notebook_explore_runs_on_fresh_synthetic_data(project, capsys, monkeypa
     assert "binary_samples.png" in figures and "multiclass_samples.png" in figures
     samples = np.asarray(Image.open(project / "reports" / "figures" / "explore" / "binary_samples.png"))
     assert samples.std() > 0
+
+
+def test_version_names_the_package_and_the_project(capsys):
+    import xraylib
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"xraylib {xraylib.__version__} (project: ") and str(config.project_root()) in out
