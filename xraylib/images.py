@@ -53,8 +53,11 @@ def _decoding(path: str | Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                yield img
+            if is_dicom(path):
+                yield dicom_image(path)
+            else:
+                with Image.open(path) as img:
+                    yield img
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -69,6 +72,68 @@ def _decoding(path: str | Path):
         raise ImageReadError("not an image Pillow can decode (unknown format or not an image file)") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageReadError(f"corrupt or truncated image: {type(err).__name__}: {err}") from err
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A ``.dcm`` file, or any file with the DICOM preamble (``DICM`` at byte 128)."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_image(path: str | Path) -> Image.Image:
+    """A DICOM radiograph as an 8-bit grayscale PIL image, read with pydicom.
+
+    The stored values go through the modality LUT (rescale slope/intercept) and the
+    first VOI LUT or window the file defines, as a viewer shows them; ``MONOCHROME1``
+    (white = low values) is inverted; the result is rescaled from its own range to
+    0..255 (as 16-bit PNGs are). The source is recorded in ``image.info["source_mode"]``
+    (e.g. ``DICOM MONOCHROME2 16-bit``). Colour and multi-frame files are refused.
+
+    Raises:
+        ImageReadError: not a DICOM file, no pixel data, a compression pydicom cannot decode
+            here, more than one frame, colour, or larger than :data:`MAX_PIXELS`.
+    """
+    import pydicom  # well-kept DICOM reader; imported only when a DICOM file is read
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path, force=Path(path).suffix.lower() == ".dcm")
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+        raise ImageReadError(f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+    if "SOPClassUID" not in ds and "PixelData" not in ds and "Modality" not in ds:  # read with force: no DICOM
+        raise ImageReadError("not a readable DICOM file (no DICOM elements found)")
+    if "PixelData" not in ds:
+        raise ImageReadError("DICOM file without pixel data (a report or structured document, not an image)")
+    rows, columns, frames = int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * columns > MAX_PIXELS:
+        raise ImageReadError(f"oversized image ({columns}x{rows} pixels) beyond the limit of {MAX_PIXELS:,} pixels")
+    if frames > 1:
+        raise ImageReadError(f"DICOM file with {frames} frames; expected one radiograph")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if not photometric.startswith("MONOCHROME"):
+        raise ImageReadError(f"colour DICOM ({photometric}); expected a grayscale radiograph (MONOCHROME1/2)")
+    try:
+        values = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=0).astype(np.float64)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError, TypeError) as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
+        raise ImageReadError(f"cannot decode the DICOM pixel data ({name}): {type(err).__name__}: {err}") from err
+    if photometric == "MONOCHROME1":
+        values = values.max() - values
+    lo, hi = float(values.min()), float(values.max())
+    gray = np.zeros(values.shape, np.uint8) if hi <= lo else np.round((values - lo) * (255.0 / (hi - lo))).astype(
+        np.uint8)
+    image = Image.fromarray(gray)  # uint8 (H, W): mode L
+    image.info["source_mode"] = f"DICOM {photometric} {int(ds.get('BitsStored', ds.get('BitsAllocated', 8)))}-bit"
+    return image
 
 
 def _header_size(path: str | Path) -> tuple[int, ...]:
@@ -143,7 +208,7 @@ def inspect_image(path: str | Path, *, fingerprint: bool = False) -> dict:
     """
     with _decoding(path) as img:
         img.load()
-        info = {"width": img.width, "height": img.height, "mode": img.mode}
+        info = {"width": img.width, "height": img.height, "mode": img.info.get("source_mode", img.mode)}
         if fingerprint:
             import imagehash  # well-kept perceptual hashes; only the data stage needs them
 
