@@ -319,16 +319,9 @@ def profile_overrides(name: str) -> dict:
     if not path.is_file():
         have = sorted(p.stem for p in profiles.glob("*.yaml"))
         raise FileNotFoundError(f"profile {name!r} not found in {profiles}; available: {have}")
-    overrides = yaml.safe_load(path.read_text()) or {}
+    from xraylib import schema
 
-    def flatten(node: dict, prefix: str = "") -> dict:
-        flat = {}
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            flat.update(flatten(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
-        return flat
-
-    return flatten(overrides)
+    return schema.flatten(yaml.safe_load(path.read_text()) or {})
 
 
 def cmd_exp(args: argparse.Namespace) -> int:

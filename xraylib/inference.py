@@ -275,9 +275,10 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
         thresholds = s.thresholds()
         report = metrics.binary_report(y_true, probabilities[:, 1], thresholds, n_resamples=1000, seed=0)
         summary.update(evaluation.summarize(report, thresholds))
-        figures = evaluation.report_figures(y_true, probabilities[:, 1], thresholds, list(s.class_names),
-                                            title=folder.name) if len(np.unique(y_true)) == 2 else {}
-        if len(np.unique(y_true)) == 2:
+        figures = {}
+        if len(np.unique(y_true)) == 2:  # curves need both classes
+            figures = evaluation.report_figures(y_true, probabilities[:, 1], thresholds, list(s.class_names),
+                                                title=folder.name)
             for name, curve in evaluation.curve_frames(y_true, probabilities[:, 1]).items():
                 curve.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
     else:
