@@ -2,7 +2,7 @@
 
 Framework-free: each case takes a loaded :class:`xraylib.inference.Classifier` and a
 class-per-folder image set, and checks what a user sees (the CSV schema, the decision,
-the evaluation's files and numbers) the same way for both frameworks.
+the evaluation's files and numbers, the Grad-CAM maps and overlays) the same way for both frameworks.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from xraylib import config, inference
+from xraylib import config, images, inference
 
 EVALUATE_FILES = {"predictions.csv", "quarantine.csv", "label_conflicts.csv", "metrics.json", "roc.png", "pr.png",
                   "reliability.png"}
@@ -67,3 +68,31 @@ def check_evaluate(model, folder: Path, tmp_path: Path, predicted: pd.DataFrame)
     stored = summary.get("stored_threshold", summary)  # binary: per threshold; multi-class: top level
     assert abs(stored["accuracy"] - accuracy) <= 1e-6  # metrics.json keeps 6 digits
     return summary
+
+
+def check_cams(model, folder: Path, tmp_path: Path) -> np.ndarray:
+    """``model.cams``: maps of the asked classes in [0, 1], the same alone as in a batch; ``predict --cam``
+    writes them at each image's own size (a copy of one image made twice as wide)."""
+    s = model.settings
+    paths = sorted(folder.rglob("*.png"))[:4]
+    batch = np.stack([images.prepare(p, s.image_size, s.resize, s.equalize) for p in paths])
+    decided = s.decide(model.predict_proba(batch))
+    maps = model.cams(batch, decided)
+    assert maps.ndim == 3 and len(maps) == len(batch) and maps.dtype == np.float32
+    assert maps.shape[1] <= s.image_size and maps.shape[2] <= s.image_size  # feature-map or image size
+    assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+    np.testing.assert_allclose(model.cams(batch[1:2], decided[1:2]), maps[1:2], atol=1e-4)  # batch-independent
+    assert model.cams(batch, (decided + 1) % len(s.class_names)).shape == maps.shape  # any class can be explained
+    wide = tmp_path / "wide" / "wide.png"
+    wide.parent.mkdir()
+    with Image.open(paths[0]) as image:
+        size = (2 * image.width, image.height)
+        image.convert("L").resize(size).save(wide)
+    inference.predict_files(model, [wide.parent], tmp_path / "cams.csv", cam_dir=tmp_path / "cams")
+    index = pd.read_csv(tmp_path / "cams" / "cam_index.csv")
+    assert list(index["predicted"]) == list(pd.read_csv(tmp_path / "cams.csv")["predicted"])
+    with Image.open(tmp_path / "cams" / index.loc[0, "overlay"]) as overlay:
+        assert overlay.size == size and overlay.mode == "RGB"
+    assert (tmp_path / "cams" / index.loc[0, "figure"]).is_file()
+    assert 0 <= index.loc[0, "peak_row"] < size[1] and 0 <= index.loc[0, "peak_col"] < size[0]
+    return maps

@@ -29,10 +29,29 @@ KAGGLE_DATASETS = {
 }
 
 
+def load_params(args: argparse.Namespace) -> dict:
+    """params.yaml (or ``--params FILE``) with ``--profile NAME`` and ``--set key=value`` applied, validated.
+
+    The one way every command reads its parameters; a run outside DVC changes a
+    value here instead of editing params.yaml.
+    """
+    from xraylib import schema
+
+    params = config.load_params(args.params, validate=False)
+    overrides = profile_overrides(args.profile) if getattr(args, "profile", None) else {}
+    overrides.update(schema.parse_override(text) for text in getattr(args, "set", None) or [])
+    source = " + ".join([Path(args.params).name if args.params else "params.yaml",
+                         *([f"profiles/{args.profile}.yaml"] if getattr(args, "profile", None) else []),
+                         *(["--set"] if getattr(args, "set", None) else [])])
+    params = schema.apply_overrides(params, overrides)
+    schema.validate_params(params, source=source)
+    return params
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from xraylib import synthetic
 
-    params = config.load_params(args.params)
+    params = load_params(args)
     spec = config.section(params, "synthesize")
     out = config.user_path(args.out) if args.out else config.SYNTHETIC_DIR
     for task in config.TASKS:
@@ -47,15 +66,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from xraylib import data
 
-    params = config.load_params(args.params)
+    params = load_params(args)
     out_dir = config.user_path(args.out) if args.out else config.PROCESSED_DIR / args.task
     with warnings.catch_warnings():  # the scan's warnings are in the summary, printed once below
         warnings.simplefilter("ignore", UserWarning)
         summary = data.build_manifest(args.task, config.section(params, "data"), int(params["seed"]), out_dir=out_dir)
     if not args.out:  # the pipeline's own run: publish the summary as DVC metrics
-        metrics = {k: v for k, v in summary.items() if k != "warnings"}
-        config.ensure_dirs(config.METRICS_DIR)
-        (config.METRICS_DIR / f"data_{args.task}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        from xraylib import outputs
+
+        outputs.write_json({k: v for k, v in summary.items() if k != "warnings"},
+                           config.METRICS_DIR / f"data_{args.task}.json")
     print(f"{args.task}: {summary['images']} images, {summary['patients']} patients, "
           f"{summary['quarantined']} quarantined (see {config.relative_to_project(out_dir / 'quarantine.csv')}), "
           f"{summary['label_conflicts']} in label conflicts, {summary['nested_images']} from subfolders, "
@@ -144,18 +164,45 @@ def _exit_with_caller(poll_seconds: float = 1.0) -> None:
     threading.Thread(target=watch, name="xraylib-exit-with-caller", daemon=True).start()
 
 
+# Notebook parameters naming where a stage writes (not what it reads): `notebook --out DIR` moves them below DIR.
+OUTPUT_PARAMETERS = ("model_dir", "checkpoint_dir")
+
+
+def _without_cell_markers(record) -> bool:
+    """Logging filter: papermill's streamed cell output without its per-cell banners and set-up lines."""
+    return not str(record.msg).startswith(("Executing Cell", "Ending Cell", "Executing notebook with kernel",
+                                           "Input Notebook:", "Output Notebook:", "Working directory:"))
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
+    import os
+
+    params = load_params(args)
+    source = config.NOTEBOOKS_DIR / NOTEBOOKS[args.stage]
+    values = notebook_parameters(args.stage, params, source)
+    previous_reports = os.environ.get(config.REPORTS_ENV)
+    if args.out:  # the kernel inherits the environment: its config.REPORTS_DIR is DIR
+        out = config.user_path(args.out)
+        os.environ[config.REPORTS_ENV] = str(out)
+        values.update({key: str(out / key.removesuffix("_dir")) for key in OUTPUT_PARAMETERS if key in values})
+    try:
+        return _execute_notebook(args, source, values)
+    finally:
+        if previous_reports is None:
+            os.environ.pop(config.REPORTS_ENV, None)
+        else:
+            os.environ[config.REPORTS_ENV] = previous_reports
+
+
+def _execute_notebook(args: argparse.Namespace, source: Path, values: dict) -> int:
     import logging
     import os
 
     import papermill
 
-    params = config.load_params(args.params)
     root = config.project_root()
-    source = config.NOTEBOOKS_DIR / NOTEBOOKS[args.stage]
     target = config.REPORTS_DIR / "notebooks" / NOTEBOOKS[args.stage]
     target.parent.mkdir(parents=True, exist_ok=True)
-    values = notebook_parameters(args.stage, params, source)
     # The kernel inherits this environment: it works in this project (also in a DVC temporary
     # workspace) and imports this project's copy of xraylib, not whichever copy is installed.
     os.environ[config.PROJECT_ENV] = str(root)
@@ -165,6 +212,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         for noisy in ("traitlets", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("papermill").addFilter(_without_cell_markers)
     try:
         papermill.execute_notebook(str(source), str(target), parameters=values, cwd=str(config.NOTEBOOKS_DIR),
                                    kernel_name=args.kernel, progress_bar=False, log_output=not args.quiet)
@@ -277,6 +325,23 @@ def cmd_sync_outputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from xraylib import headline
+
+    path = headline.write_summary()
+    print(f"wrote {config.relative_to_project(path)}: {json.loads(path.read_text())}")
+    return 0
+
+
+def cmd_plots_page(args: argparse.Namespace) -> int:
+    from xraylib import plots_page
+
+    page = plots_page.write_page(config.user_path(args.out) if args.out else "reports/plots_page",
+                                 targets=args.targets or None)
+    print(f"wrote {config.relative_to_project(page)} (self-contained: open it from disk, no network needed)")
+    return 0
+
+
 def cmd_model_cards(args: argparse.Namespace) -> int:
     from xraylib import model_card
 
@@ -285,21 +350,23 @@ def cmd_model_cards(args: argparse.Namespace) -> int:
     return 0
 
 
-def install_kernel(name: str = "xraylib", prefix: str | None = None) -> Path:
-    """Register this environment's Python as the Jupyter kernel the notebooks use.
+# The kernel does not capture file-descriptor output: TensorFlow's C++ start-up logs (time-stamped, unaffected
+# by TF_CPP_MIN_LOG_LEVEL in TF 2.21) then stay in the terminal instead of making notebook outputs differ from run
+# to run. Its own log shows errors only: the local kernel's "running over TCP without encryption" warning
+# (the kernel and its client share one machine and one user) is not repeated for every notebook stage.
+KERNEL_FLAGS = ("--IPKernelApp.capture_fd_output=False", "--IPKernelApp.log_level=ERROR")
 
-    The kernel does not capture file-descriptor output: TensorFlow's C++ start-up
-    logs (time-stamped, unaffected by TF_CPP_MIN_LOG_LEVEL in TF 2.21) then stay
-    in the terminal instead of making notebook outputs differ from run to run.
-    """
+
+def install_kernel(name: str = "xraylib", prefix: str | None = None) -> Path:
+    """Register this environment's Python as the Jupyter kernel the notebooks use (:data:`KERNEL_FLAGS`)."""
     from ipykernel.kernelspec import install
 
     path = Path(install(kernel_name=name, display_name=f"Python ({name})", prefix=prefix or sys.prefix))
     spec_file = path / "kernel.json"
     spec = json.loads(spec_file.read_text())
-    flag = "--IPKernelApp.capture_fd_output=False"
-    if flag not in spec["argv"]:
-        spec["argv"].append(flag)
+    for flag in KERNEL_FLAGS:
+        if flag not in spec["argv"]:
+            spec["argv"].append(flag)
     spec.setdefault("env", {}).update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"})
     spec_file.write_text(json.dumps(spec, indent=1) + "\n")
     return path
@@ -428,6 +495,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if result["predicted"] else 1
 
 
+def cmd_cams(args: argparse.Namespace) -> int:
+    """Internal: Grad-CAM maps of a Keras model on a CSV of images, to an ``.npz`` file, in this (TensorFlow) process.
+
+    Notebook 05 runs it in a subprocess (:func:`xraylib.gradcam_sets.run_keras_cams`), since
+    TensorFlow and torch cannot share one process; the maps come from :func:`xraylib.tf_gradcam.write_camset`.
+    """
+    from xraylib import tf_gradcam
+
+    camset = tf_gradcam.write_camset(config.user_path(args.model), config.user_path(args.images),
+                                     config.user_path(args.out), name=args.name, batch_size=args.batch_size)
+    print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
+    return 0
+
+
 def _project_label() -> str:
     """The project this command would work in, for ``--version`` (or that none was found)."""
     try:
@@ -440,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xraylib", description=__doc__.splitlines()[0])
     parser.add_argument("--params", help="parameter file (default: params.yaml of the project found from the "
                         "working directory, or $XRAYLIB_PROJECT)")
+    parser.add_argument("--profile", metavar="NAME", help="apply the overrides of profiles/NAME.yaml (a run outside "
+                        "DVC; `xraylib exp NAME` runs a profile as a DVC experiment)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set train_binary.epochs=5 (repeatable; as dvc exp -S)")
     parser.add_argument("--version", action="version", version=f"xraylib {__version__} (project: {_project_label()})")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (also: {errors.DEBUG_ENV}=1, e.g. under dvc repro)")
@@ -458,7 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=list(NOTEBOOKS))
     p.add_argument("--kernel", default="xraylib", help="Jupyter kernel name (default: xraylib)")
     p.add_argument("--quiet", action="store_true", help="do not stream cell output to the terminal")
+    p.add_argument("--out", metavar="DIR", help="a run outside the pipeline: the executed notebook, figures, metrics "
+                   "and plots go to DIR instead of reports/, and the stage's model and checkpoint folders to DIR/")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("summary", help="write reports/metrics/summary.json, the headline numbers DVC shows")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("plots-page", help="the plots of dvc.yaml as one HTML page that works offline")
+    p.add_argument("targets", nargs="*", help="plot ids or files (default: every plot dvc.yaml declares)")
+    p.add_argument("--out", help="output folder (default reports/plots_page)")
+    p.set_defaults(func=cmd_plots_page)
 
     p = sub.add_parser("model-cards", help="write reports/model_cards/*.md from the metrics of the trained models")
     p.set_defaults(func=cmd_model_cards)
@@ -514,6 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="predictions.csv", help="CSV file to write (default predictions.csv)")
     p.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays to DIR")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("cams", help=argparse.SUPPRESS,  # internal: notebook 05's Keras Grad-CAM subprocess
+                       description="Internal: Grad-CAM maps of a Keras model on a CSV of images, written to an .npz "
+                                   "file (run by notebook 05 in a TensorFlow subprocess).")
+    p.add_argument("model", help="saved model (.keras, with its .json sidecar)")
+    p.add_argument("--images", required=True, help="CSV with a 'path' column and optionally 'label'")
+    p.add_argument("--out", required=True, help=".npz file to write")
+    p.add_argument("--name", default="binary", help="name of the model in reports (default: binary)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward/backward pass (default: 16)")
+    p.set_defaults(func=cmd_cams)
     return parser
 
 

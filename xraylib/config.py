@@ -25,6 +25,7 @@ import yaml
 
 PROJECT_ENV = "XRAYLIB_PROJECT"
 SHARED_ENV = "XRAYLIB_SHARED"
+REPORTS_ENV = "XRAYLIB_REPORTS"  # set: reports/ (figures, metrics, plots, notebooks) is this folder instead
 MARKERS = ("dvc.yaml", "params.yaml")
 TASKS = ("binary", "multiclass")
 
@@ -112,6 +113,9 @@ def __getattr__(name: str) -> Path:
     if name == "SHARED_DIR":
         return shared_dir()
     if name in _LAYOUT:
+        first, *rest = _LAYOUT[name].split("/")
+        if first == "reports" and os.environ.get(REPORTS_ENV):
+            return Path(os.environ[REPORTS_ENV]).absolute().joinpath(*rest)
         return project_root() / _LAYOUT[name]
     raise AttributeError(f"module 'xraylib.config' has no attribute {name!r}")
 

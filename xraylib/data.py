@@ -72,7 +72,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from xraylib import config
+from xraylib import config, outputs
 from xraylib.images import IMAGE_SUFFIXES, ImageReadError, inspect_image
 
 SOURCES = ("synthetic", "kermany", "kermany3", "covid_radiography", "folder")
@@ -733,9 +733,9 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
     )
     leakage = assert_no_leakage(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out_dir / "manifest.csv", index=False)
-    scan.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
-    scan.conflicts.to_csv(out_dir / "label_conflicts.csv", index=False)
+    outputs.write_table(manifest, out_dir / "manifest.csv")
+    outputs.write_table(scan.quarantine, out_dir / "quarantine.csv")
+    outputs.write_table(scan.conflicts, out_dir / "label_conflicts.csv")
     used = manifest[manifest["split"].isin(SPLITS)]
     summary = {
         "task": task,
@@ -757,7 +757,7 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
         "leakage_identical_files": leakage["identical_files_in_several_splits"],
         "warnings": scan.warnings,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(summary, out_dir / "summary.json")
     return summary
 
 
@@ -793,11 +793,31 @@ def load_quarantine(task: str, processed_dir: str | Path | None = None) -> pd.Da
     return pd.read_csv(folder / "quarantine.csv", keep_default_na=False)
 
 
+def select_split(manifest: pd.DataFrame, split: str, *, allow_empty: bool = False) -> pd.DataFrame:
+    """The rows of one split (``train``, ``val``, ``test`` or ``excluded``), in manifest order, index 0..n-1.
+
+    The one way every module selects a split.
+
+    Raises:
+        ValueError: an unknown split name, a manifest without a ``split`` column, or
+            (unless ``allow_empty``) a split without images; the message names the splits present.
+    """
+    if split not in (*SPLITS, "excluded"):
+        raise ValueError(f"split must be one of {[*SPLITS, 'excluded']}, got {split!r}")
+    if "split" not in manifest.columns:
+        raise ValueError("the manifest has no 'split' column; build it with `xraylib prepare <task>`")
+    rows = manifest[manifest["split"] == split].reset_index(drop=True)
+    if rows.empty and not allow_empty:
+        raise ValueError(f"the manifest has no images in split {split!r} (splits present: "
+                         f"{sorted(manifest['split'].unique().tolist())}); re-run `xraylib prepare`")
+    return rows
+
+
 def sample_per_class(manifest: pd.DataFrame, n: int, seed: int = 0, split: str | None = None) -> pd.DataFrame:
     """Up to ``n`` random rows per class (optionally from one split), reproducible from ``seed``."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
-    frame = manifest if split is None else manifest[manifest["split"] == split]
+    frame = manifest if split is None else select_split(manifest, split)
     parts = [group.sample(min(n, len(group)), random_state=seed) for _, group in frame.groupby("label", sort=True)]
     return pd.concat(parts).reset_index(drop=True)
 

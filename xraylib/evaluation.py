@@ -10,6 +10,8 @@ study, notebook 04, and ``xraylib evaluate`` on a multi-class model):
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
@@ -18,6 +20,18 @@ from xraylib import metrics, plots
 
 STORED = "stored_threshold"
 ORIGINAL_THRESHOLD = 0.75
+
+
+def safe_column(name: str) -> str:
+    """A class name as a CSV column suffix: runs of other characters than letters and digits become ``_``."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", str(name)).strip("_") or "class"
+
+
+def decisions_frame(y_true, y_prob, threshold: float, class_names) -> pd.DataFrame:
+    """``label`` and ``predicted`` class names per image at ``threshold`` (DVC's confusion-matrix plot data)."""
+    names = np.asarray(list(class_names))
+    return pd.DataFrame({"label": names[np.asarray(y_true).astype(int)],
+                         "predicted": names[(np.asarray(y_prob) >= threshold).astype(int)]})
 
 
 def confusion(y_true, y_prob, threshold: float) -> np.ndarray:

@@ -20,7 +20,6 @@ multi-class models.
 from __future__ import annotations
 
 import importlib
-import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +29,11 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from xraylib import config, data, evaluation, images, metrics, model_files, plots
+from xraylib import config, data, evaluation, images, metrics, model_files, outputs, plots
+from xraylib.evaluation import safe_column  # noqa: F401  (part of this module's interface: the CSV schema)
 
 FRAMEWORKS = {".keras": "keras", ".pt": "torch", ".pth": "torch"}
 BATCH = 32  # images prepared and predicted at a time (memory stays flat on large folders)
-
-
-def safe_column(name: str) -> str:
-    """A class name as a CSV column suffix: runs of other characters than letters and digits become ``_``."""
-    return re.sub(r"[^0-9A-Za-z]+", "_", str(name)).strip("_") or "class"
 
 
 @dataclass(frozen=True)
@@ -115,9 +110,10 @@ class Classifier(Protocol):
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """``(N, S, S)`` uint8 images prepared by the model's settings -> ``(N, C)`` class probabilities."""
 
-    def save_overlays(self, items: list[dict], out_dir: Path) -> pd.DataFrame:
-        """Grad-CAM overlays of each item's ``predicted`` class (items: ``path``, ``image``, ``predicted``,
-        ``label``, ``probability``); returns the index written to ``out_dir/cam_index.csv``."""
+    def cams(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        """Grad-CAM of ``classes[i]`` on image ``i`` of ``(N, S, S)`` prepared uint8 images -> ``(N, h, w)`` maps
+        in [0, 1], at the target layer's resolution or the image size (the overlays are written from them,
+        once for both frameworks: :mod:`xraylib.gradcam_overlays`)."""
 
 
 def model_framework(path: Path) -> str:
@@ -197,14 +193,22 @@ def predict_files(model: Classifier, inputs: Sequence[str | Path], output_csv: s
     """Predict image files and folders (read by :func:`xraylib.data.collect_images`) into one CSV.
 
     Unreadable files are skipped with the reason and the rest is predicted. With
-    ``cam_dir``, Grad-CAM overlays of the predicted class are written there.
+    ``cam_dir``, the Grad-CAM map of each image's predicted class (``model.cams``) is
+    written there at the image's original resolution, with a titled figure and
+    ``cam_index.csv`` (:class:`xraylib.gradcam_overlays.OverlayWriter`).
 
     Returns:
         ``{"predicted": n, "skipped": [(path, reason), ...], "output": csv path, "warning": text or None}``.
     """
     warning = warn_if_synthetic(model)
     files, skipped = data.collect_images(inputs)
-    kept, probs, overlay_items = [], [], []
+    s = model.settings
+    overlays = None
+    if cam_dir is not None:
+        from xraylib import gradcam_overlays  # matplotlib figures: loaded only when overlays are asked for
+
+        overlays = gradcam_overlays.OverlayWriter(config.resolve(cam_dir), s.image_size, s.resize)
+    kept, probs = [], []
     for batch_paths, batch, batch_skipped in prepared_batches(model, files):
         skipped += batch_skipped
         if not len(batch):
@@ -212,17 +216,16 @@ def predict_files(model: Classifier, inputs: Sequence[str | Path], output_csv: s
         p = model.predict_proba(batch)
         kept += batch_paths
         probs.append(p)
-        if cam_dir is not None:
-            decided = model.settings.decide(p)
-            overlay_items += [{"path": path, "image": image, "predicted": int(k),
-                               "label": model.settings.class_names[int(k)], "probability": float(row[int(k)])}
-                              for path, image, k, row in zip(batch_paths, batch, decided, p)]
-    probabilities = np.concatenate(probs) if probs else np.zeros((0, len(model.settings.class_names)))
+        if overlays is not None:  # written batch by batch: memory stays flat on large folders
+            decided = s.decide(p)
+            for path, cam, k, row in zip(batch_paths, model.cams(batch, decided), decided, p):
+                overlays.add(path, cam, s.class_names[int(k)], float(row[int(k)]))
+    probabilities = np.concatenate(probs) if probs else np.zeros((0, len(s.class_names)))
     output_csv = config.resolve(output_csv)
     output_csv.parent.mkdir(parents=True, exist_ok=True)
     predictions_table(model, kept, probabilities).to_csv(output_csv, index=False)
-    if cam_dir is not None and overlay_items:
-        model.save_overlays(overlay_items, config.resolve(cam_dir))
+    if overlays is not None:
+        overlays.finish()
     return {"predicted": len(kept), "skipped": skipped, "output": str(output_csv), "warning": warning}
 
 
@@ -234,7 +237,7 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
     ``out_dir``: ``predictions.csv`` (the CSV schema with ``label``), ``quarantine.csv``,
     ``label_conflicts.csv``, ``metrics.json`` (``summary``, ``report``, ``quarantine``,
     ``warnings``) and, for both kinds of model, ``confusion_*.png``, ``roc.png``,
-    ``pr.png`` and ``reliability.png`` (one-vs-rest per class for multi-class models).
+    ``pr.png`` and ``reliability.png``, each also as SVG (one-vs-rest per class for multi-class models).
 
     Raises:
         ValueError: class folders that are not classes of the model.
@@ -261,12 +264,12 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
     y_true = np.array([s.class_names.index(label) for label in labels])
     out_dir.mkdir(parents=True, exist_ok=True)
     table = predictions_table(model, paths, probabilities, labels)
-    table.to_csv(out_dir / "predictions.csv", index=False)
+    outputs.write_table(table, out_dir / "predictions.csv")
     quarantine = pd.concat([scan.quarantine, pd.DataFrame(
         [{"path": p, "label": "", "reason": r} for p, r in skipped], columns=data.QUARANTINE_COLUMNS)],
         ignore_index=True)
-    quarantine.to_csv(out_dir / "quarantine.csv", index=False)
-    scan.conflicts.to_csv(out_dir / "label_conflicts.csv", index=False)
+    outputs.write_table(quarantine, out_dir / "quarantine.csv")
+    outputs.write_table(scan.conflicts, out_dir / "label_conflicts.csv")
     summary = {"model": config.relative_to_project(model.path), "framework": s.framework, "arch": s.arch,
                "data": config.relative_to_project(folder), "data_source_of_model": s.data_source,
                "images": len(paths), "quarantined": len(quarantine), "label_conflicts": len(scan.conflicts),
@@ -280,7 +283,7 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
             figures = evaluation.report_figures(y_true, probabilities[:, 1], thresholds, list(s.class_names),
                                                 title=folder.name)
             for name, curve in evaluation.curve_frames(y_true, probabilities[:, 1]).items():
-                curve.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
+                outputs.write_plot_data(curve, name, out_dir)
     else:
         report = metrics.multiclass_report(y_true, probabilities, list(s.class_names), n_resamples=1000, seed=0)
         summary.update({k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_f1_ci")
@@ -290,10 +293,9 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
         figures = evaluation.multiclass_figures(y_true, probabilities, list(s.class_names), report,
                                                 title=folder.name)
     for name, fig in figures.items():
-        fig.savefig(out_dir / f"{name}.png", dpi=plots.DPI, bbox_inches="tight")
-        plots.plt.close(fig)
+        plots.save_figure(fig, name, folder=out_dir)
     warnings_list = list(scan.warnings) + ([warning] if warning else [])
     result = {"summary": summary, "report": report, "quarantine": quarantine.to_dict(orient="records"),
               "warnings": warnings_list}
-    plots.write_json(result, out_dir / "metrics.json", digits=6)
-    return plots.to_json_safe(result, digits=None)
+    outputs.write_metrics(result, "metrics", out_dir)
+    return outputs.to_json_safe(result, digits=None)

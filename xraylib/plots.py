@@ -1,20 +1,23 @@
-"""Figures, metrics files and DVC plot data: one writer each, one look everywhere.
+"""Figures: one look everywhere, one writer for every figure file.
 
-All figures go through :func:`save_figure` (``reports/figures/<subdir>/<name>.png``),
-all metrics through :func:`write_metrics` (``reports/metrics/<name>.json``) and
-all curve data through :func:`write_plot_data` (``reports/plots/<name>.csv``),
-so notebooks never build paths themselves.
+Every figure goes through :func:`save_figure`: ``reports/figures/<subdir>/<name>.png``
+at 300 dpi (print quality) and ``<name>.svg`` (vector, for papers), or into any
+folder given. Notebooks call :func:`show_figure`, which also shows the figure inline,
+so an executed notebook carries its figures. JSON and CSV writers are
+:mod:`xraylib.outputs`.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if "ipykernel" not in sys.modules:  # scripts and commands draw off-screen; notebooks keep their inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -24,60 +27,50 @@ from sklearn import metrics as skm  # noqa: E402
 from xraylib import config  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
-DPI = 100
+plt.rcParams["svg.hashsalt"] = "xraylib"  # same SVG element ids on every run
+DPI = 300
+SCREEN_DPI = 100  # figures shown inline in notebooks
+FORMATS = ("png", "svg")
 
 
-def save_figure(fig: plt.Figure, name: str, subdir: str = "") -> Path:
-    """Save ``fig`` as ``reports/figures/<subdir>/<name>.png`` and close it.
+def save_figure(fig: plt.Figure, name: str, subdir: str = "", *, folder: str | Path | None = None,
+                close: bool = True) -> Path:
+    """Save ``fig`` as ``<folder>/<subdir>/<name>.png`` (300 dpi) and ``.svg``; returns the PNG path.
 
-    The figure is not shown again by the notebook (it is closed), so executed
-    notebooks stay small; the PNG is the artefact.
+    ``folder`` defaults to ``reports/figures``. Files carry no date or software
+    version, so an unchanged figure is an unchanged file. The figure is closed
+    unless ``close=False``.
     """
-    folder = config.FIGURES_DIR / subdir if subdir else config.FIGURES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    base = config.FIGURES_DIR if folder is None else config.resolve(folder)
+    target = base / subdir if subdir else base
+    target.mkdir(parents=True, exist_ok=True)
+    for suffix in FORMATS:
+        metadata = {"Software": None} if suffix == "png" else {"Date": None, "Creator": None}
+        fig.savefig(target / f"{name}.{suffix}", dpi=DPI, bbox_inches="tight", facecolor="white", metadata=metadata)
+    if close:
+        plt.close(fig)
+    return target / f"{name}.png"
+
+
+def show_figure(fig: plt.Figure, name: str, subdir: str = "", *, folder: str | Path | None = None) -> None:
+    """:func:`save_figure`, and show the figure inline when running in a notebook (then close it).
+
+    The notebook gets a screen-resolution PNG (:data:`SCREEN_DPI`) as its only output
+    (no ``<Figure ...>`` text): the print-quality files are on disk, and nothing
+    about the figure is printed to the terminal that streams the notebook's output.
+    """
+    save_figure(fig, name, subdir, folder=folder, close=False)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython ships with ipykernel, a dependency
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=SCREEN_DPI, bbox_inches="tight", facecolor="white",
+                    metadata={"Software": None})
+        display({"image/png": buffer.getvalue()}, raw=True)
     plt.close(fig)
-    return path
-
-
-def to_json_safe(value, digits: int | None = 6):
-    """Plain-Python copy of ``value`` for JSON: numpy scalars and arrays converted, NaN/inf as ``None``,
-    floats rounded to ``digits`` (``None`` keeps full precision)."""
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v, digits) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist(), digits)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return None
-        return value if digits is None else round(value, digits)
-    return value
-
-
-def write_json(data: dict, path: str | Path, digits: int | None = None) -> Path:
-    """Write ``data`` as indented JSON at ``path`` (see :func:`to_json_safe`), creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json_safe(data, digits), indent=2) + "\n")
-    return path
-
-
-def write_metrics(data: dict, name: str) -> Path:
-    """Write ``reports/metrics/<name>.json`` (floats rounded to 6 digits, NaN as null)."""
-    return write_json(data, config.METRICS_DIR / f"{name}.json", digits=6)
-
-
-def write_plot_data(frame: pd.DataFrame, name: str) -> Path:
-    """Write curve data for ``dvc plots`` as ``reports/plots/<name>.csv``."""
-    config.PLOTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = config.PLOTS_DIR / f"{name}.csv"
-    frame.to_csv(path, index=False, float_format="%.6g")
-    return path
 
 
 def plot_confusion_matrix(cm, class_names: list[str], title: str = "", normalize: bool = False) -> plt.Figure:

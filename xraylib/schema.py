@@ -49,7 +49,8 @@ FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] 
 TtaMode = Literal["none", "flip"]  # tf_train.TTA_MODES
 Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1"]  # torch_model.BUILDERS
 Split = Literal["train", "val", "test"]  # data.SPLITS
-Colormap = Literal["jet", "turbo", "inferno", "hot", "viridis"]  # gradcam.COLORMAPS
+# gradcam_maps.COLORMAPS: perceptually uniform maps first; jet and turbo replicate the original notebooks
+Colormap = Literal["inferno", "viridis", "magma", "plasma", "cividis", "turbo", "jet", "hot"]
 
 # Smallest square input side of each Keras backbone (tf_model._APPLICATIONS; small_cnn: 16).
 BACKBONE_MIN_SIZE = {"small_cnn": 16, "xception": 71, "inception_resnet_v2": 75, "densenet121": 32}

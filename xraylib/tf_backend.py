@@ -2,17 +2,19 @@
 
 Loading (archive and settings checks, safe mode) is :func:`xraylib.tf_model.load_model`;
 inference with the model's test-time augmentation is :func:`xraylib.tf_model.predict_proba`;
-overlays are :func:`xraylib.tf_gradcam.save_overlays`. This module only adapts them.
+maps are :class:`xraylib.tf_gradcam.GradCam`. This module only adapts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
+from xraylib import tf_runtime  # noqa: F401,I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
-import pandas as pd
 
 from xraylib import tf_gradcam, tf_model
 from xraylib.inference import ModelSettings
@@ -30,8 +32,12 @@ class KerasClassifier:
         positive = tf_model.predict_proba(self.model, np.asarray(images, dtype=np.uint8), self.settings.tta)
         return np.stack([1.0 - positive, positive], axis=1)
 
-    def save_overlays(self, items: list[dict], out_dir: Path) -> pd.DataFrame:
-        return tf_gradcam.save_overlays(self.model, items, out_dir)
+    @cached_property
+    def _gradcam(self) -> tf_gradcam.GradCam:
+        return tf_gradcam.GradCam(self.model)
+
+    def cams(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        return self._gradcam(np.asarray(images, dtype=np.uint8), [int(k) for k in classes])[0]
 
 
 def load_classifier(path: str | Path) -> KerasClassifier:

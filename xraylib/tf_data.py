@@ -18,26 +18,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xraylib.tf_runtime import tf  # noqa: I001  (first: TensorFlow imported quietly, before keras)
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from xraylib import config, images
+from xraylib import config, data, images
 
 
 def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Rows of one split (``train``/``val``/``test``), in manifest order.
-
-    Raises:
-        ValueError: the manifest has no ``split`` column or the split is empty.
-    """
-    if "split" not in manifest.columns:
-        raise ValueError("manifest has no 'split' column; build it with `xraylib prepare binary`")
-    frame = manifest[manifest["split"] == split].reset_index(drop=True)
-    if frame.empty:
-        have = sorted(manifest["split"].unique())
-        raise ValueError(f"split {split!r} is empty in the manifest (splits present: {have})")
-    return frame
+    """Rows of one split (``train``/``val``/``test``), in manifest order (:func:`xraylib.data.select_split`)."""
+    return data.select_split(manifest, split)
 
 
 def encode_labels(labels, class_names: list[str]) -> np.ndarray:

@@ -6,9 +6,9 @@ For a batch of prepared grey images and one class per image:
    backbone's last convolutional activation, :func:`target_layer_name`, e.g.
    ``block14_sepconv2_act`` for Xception or ``conv_7b_ac`` for InceptionResNetV2)
    and the class score;
-2. the tape gives ``dS/dA``; :func:`xraylib.gradcam.cam_from_activations` turns
+2. the tape gives ``dS/dA``; :func:`xraylib.gradcam_maps.cam_from_activations` turns
    both into ``ReLU(sum_k mean(dS/dA_k) A_k)``, which
-   :func:`xraylib.gradcam.upsample_cam` scales to [0, 1] at the image size.
+   :func:`xraylib.gradcam_maps.upsample_cam` scales to [0, 1] at the image size.
 
 The class score ``S`` is taken before the output activation, as in the Grad-CAM
 paper: for a ``Dense(1, sigmoid)`` head, ``S = z`` (the logit) for the positive
@@ -26,24 +26,25 @@ and the chain is run layer by layer (checked once against ``model(x)``; a model
 that is not a chain, e.g. with a skip connection around the backbone, is
 refused with a ``ValueError``).
 
-Command line (used by notebook 05 through
-:func:`xraylib.gradcam.run_keras_cams`, so the notebook never imports TensorFlow)::
-
-    python -m xraylib.tf_gradcam models/binary/model.keras --images images.csv --out cams.npz
+:func:`write_camset` is what the internal command ``python -m xraylib cams MODEL
+--images CSV --out NPZ`` runs; notebook 05 calls it through
+:func:`xraylib.gradcam_sets.run_keras_cams`, so the notebook never imports TensorFlow.
+``xraylib predict --cam`` uses :class:`GradCam` through
+:meth:`xraylib.tf_backend.KerasClassifier.cams`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
+from xraylib.tf_runtime import tf  # noqa: I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
-import tensorflow as tf
 
-from xraylib import config, errors, gradcam, images, tf_model
+from xraylib import images, tf_model
+from xraylib.gradcam_maps import cam_from_activations, upsample_cam
+from xraylib.gradcam_sets import CamSet, label_indices, save_camset, true_class_maps
 
 SCORE_ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -220,7 +221,7 @@ class GradCam:
         for start in range(0, len(batch), batch_size):
             acts, grads, p = self.activations_and_gradients(batch[start:start + batch_size],
                                                             list(classes[start:start + batch_size]))
-            cams += [gradcam.upsample_cam(c, size) for c in gradcam.cam_from_activations(acts, grads)]
+            cams += [upsample_cam(c, size) for c in cam_from_activations(acts, grads)]
             probs.append(p)
         if not cams:
             return np.zeros((0, *size), np.float32), np.zeros((0, 1), np.float32)
@@ -254,7 +255,7 @@ def predicted_classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labels: Sequence[str] | None = None, *,
-                      name: str = "binary", batch_size: int = 16) -> gradcam.CamSet:
+                      name: str = "binary", batch_size: int = 16) -> CamSet:
     """Prepare images as in training, predict, and compute the maps of the predicted and the true class.
 
     Args:
@@ -266,15 +267,11 @@ def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labe
     """
     settings = model_settings(model, meta)
     names = settings["class_names"]
-    size = settings["image_size"]
     if not len(paths):
         raise ValueError("no images given; expected at least one image path")
-    prepared = np.stack([images.prepare(p, size, settings["resize"], settings["equalize"]) for p in paths])
-    labels = list(labels) if labels is not None else [""] * len(paths)
-    unknown = sorted({lab for lab in labels if lab and lab not in names})
-    if unknown:
-        raise ValueError(f"labels {unknown} are not classes of the model {names}")
-    y_true = np.array([names.index(lab) if lab else -1 for lab in labels], dtype=np.int64)
+    y_true = label_indices(labels, names, len(paths), "the model")
+    prepared = np.stack([images.prepare(p, settings["image_size"], settings["resize"], settings["equalize"])
+                         for p in paths])
     cam = GradCam(model)
     if model.outputs[0].shape[-1] == 1:  # the binary model, with its stored test-time augmentation
         probs = class_probabilities(tf_model.predict_proba(model, prepared, meta.get("tta", "none"))[:, None])
@@ -282,82 +279,37 @@ def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labe
         probs = class_probabilities(model.predict(prepared.astype(np.float32)[..., None], verbose=0))
     y_pred = predicted_classes(probs, settings["threshold"])
     cam_pred, _ = cam(prepared, y_pred, batch_size)
-    cam_true = cam_pred.copy()
-    redo = np.flatnonzero((y_true >= 0) & (y_true != y_pred))
-    if len(redo):
-        cam_true[redo] = cam(prepared[redo], y_true[redo], batch_size)[0]
-    cam_true[y_true < 0] = 0.0
+    cam_true = true_class_maps(cam_pred, y_true, y_pred, lambda idx, k: cam(prepared[idx], k, batch_size)[0])
     info = {"framework": "keras", "target_layer": cam.layer_name, "map_size": cam.map_size, **settings}
-    return gradcam.CamSet(name, names, [str(p) for p in paths], prepared, y_true, y_pred, probs, cam_true, cam_pred,
-                          info)
+    return CamSet(name, names, [str(p) for p in paths], prepared, y_true, y_pred, probs, cam_true, cam_pred, info)
 
 
-# --------------------------------------------------------------------------- predictor overlays
+def write_camset(model_path: str | Path, images_csv: str | Path, out: str | Path, *, name: str = "binary",
+                 batch_size: int = 16) -> CamSet:
+    """Maps of a saved Keras model on the images of a CSV, written to an ``.npz`` file (``xraylib cams``).
 
-def save_overlays(model: keras.Model, items: Sequence, cam_dir: str | Path, colormap: str = "jet"):
-    """Write Grad-CAM overlays of the predicted class for ``xraylib predict --cam DIR``.
+    Ops run deterministically, so every run writes the same maps (notebook 05's
+    outputs are compared between runs).
 
     Args:
-        model: the loaded Keras model.
-        items: one entry per predicted image, either a dict with ``path`` and ``image``
-            (prepared uint8 ``(S, S)``, exactly what the model saw) plus optionally
-            ``predicted`` (class index), ``label`` (class name) and ``probability``; or a
-            ``(path, image)`` pair. Without ``predicted`` the class is the model's own
-            prediction at threshold 0.5.
-        cam_dir: output folder: ``<image stem>_cam.png`` per image and ``cam_index.csv``.
-        colormap: see :func:`xraylib.gradcam.apply_mask`.
+        model_path: ``model.keras`` with its ``model.json`` settings.
+        images_csv: a ``path`` column (relative paths: from the project root) and optionally ``label``.
+        out: the ``.npz`` file (:func:`xraylib.gradcam_sets.save_camset`).
+        name, batch_size: see :func:`camset_for_images`.
 
-    Returns:
-        The index table written to ``cam_index.csv``.
+    Raises:
+        FileNotFoundError: no such model or CSV file.
+        ValueError: the CSV has no ``path`` column, or labels the model does not know.
     """
-    records = [dict(item) if isinstance(item, dict) else {"path": item[0], "image": item[1]} for item in items]
-    if not records:
-        return gradcam.write_overlays([], cam_dir, colormap)
-    batch = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
-    if any("predicted" not in r for r in records):
-        probs = class_probabilities(model.predict(batch.astype(np.float32)[..., None], verbose=0))
-        for r, p in zip(records, probs):
-            if "predicted" not in r:
-                r["predicted"] = int(predicted_classes(p[None])[0])
-                r.setdefault("probability", float(p[r["predicted"]]))
-    classes = [int(r["predicted"]) for r in records]
-    cams, _ = GradCam(model)(batch, classes)
-    for record, cam in zip(records, cams):
-        record["cam"] = cam
-        record.setdefault("label", str(record["predicted"]))
-    return gradcam.write_overlays(records, cam_dir, colormap)
-
-
-# --------------------------------------------------------------------------- command line
-
-def main(argv: list[str] | None = None) -> int:
-    """Write the Grad-CAM maps of a saved Keras model on a list of images to an ``.npz`` file."""
     import pandas as pd
 
-    parser = argparse.ArgumentParser(prog="python -m xraylib.tf_gradcam", description=main.__doc__)
-    parser.add_argument("model", help="saved model (.keras, with its .json sidecar)")
-    parser.add_argument("--images", required=True, help="CSV with a 'path' column and optionally 'label'")
-    parser.add_argument("--out", required=True, help=".npz file to write (xraylib.gradcam.save_camset)")
-    parser.add_argument("--name", default="binary", help="name of the model in reports (default: binary)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    tf.config.experimental.enable_op_determinism()  # same maps on every run (the notebook's outputs are compared)
-
-    def run() -> int:
-        table = pd.read_csv(args.images, keep_default_na=False)
-        if "path" not in table.columns:
-            raise ValueError(f"{args.images} has no 'path' column (columns: {list(table.columns)})")
-        labels = table["label"].astype(str).tolist() if "label" in table.columns else None
-        model, meta = tf_model.load_model(args.model, require=tf_model.SETTINGS_KEYS)
-        camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=args.name,
-                                   batch_size=args.batch_size)
-        gradcam.save_camset(camset, config.user_path(args.out))
-        print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
-        return 0
-
-    return errors.run_command(run, "python -m xraylib.tf_gradcam", debug=args.debug)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    tf.config.experimental.enable_op_determinism()
+    table = pd.read_csv(images_csv, keep_default_na=False)
+    if "path" not in table.columns:
+        raise ValueError(f"{images_csv} has no 'path' column (columns: {list(table.columns)}); expected 'path' "
+                         "and optionally 'label'")
+    labels = table["label"].astype(str).tolist() if "label" in table.columns else None
+    model, meta = tf_model.load_model(model_path, require=tf_model.SETTINGS_KEYS)
+    camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=name, batch_size=batch_size)
+    save_camset(camset, out)
+    return camset

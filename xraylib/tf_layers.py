@@ -20,6 +20,7 @@ The per-image standardisation is the same formula as :func:`xraylib.images.stand
 
 from __future__ import annotations
 
+from xraylib import tf_runtime  # noqa: F401,I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
 from keras import ops

@@ -31,11 +31,12 @@ the backbone with ``include_top=False`` (as the original notebook on Kaggle).
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
+from xraylib.tf_runtime import tf  # noqa: I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
-import tensorflow as tf
 
 from xraylib import config
 from xraylib.tf_layers import (  # noqa: F401  (imports register the custom objects)
@@ -394,6 +395,17 @@ def tta_views(tta: str) -> list:
     return [lambda x: x] + ([flip_images] if tta == "flip" else [])
 
 
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _inference_function(model: keras.Model):
+    """One traced ``model(x, training=False)`` per model, reused by every call (no retracing per call)."""
+    if model not in _INFERENCE:  # the function holds the model weakly, so the model can still be freed
+        ref = weakref.ref(model)
+        _INFERENCE[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    return _INFERENCE[model]
+
+
 def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
             dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over the images of ``dataset`` (inference mode), batch by batch.
@@ -402,7 +414,7 @@ def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
         ``(outputs, labels)`` in the order the dataset yields them (for a shuffled
         dataset: its first epoch's order; the labels come along so they match).
     """
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    infer = _inference_function(model)
     parts, labels = [], []
     for x, y in dataset:
         x = flip_images(x) if flip else x

@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xraylib.tf_runtime import tf  # noqa: I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from xraylib import tf_model
 # Inference lives in tf_model; predict_proba is also reached as tf_train.predict_proba (notebook 03, benchmarks).

@@ -2,17 +2,17 @@
 
 Loading is :func:`xraylib.torch_model.load_checkpoint` (``weights_only``, one-line
 refusals); the input transform is the training one without augmentation
-(:func:`xraylib.torch_data.build_transform`); overlays are
-:func:`xraylib.torch_gradcam.save_overlays`. This module only adapts them.
+(:func:`xraylib.torch_data.build_transform`); maps are
+:func:`xraylib.torch_gradcam.compute_cams`. This module only adapts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -30,14 +30,19 @@ class TorchClassifier:
     model: nn.Module
     device: torch.device
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def _inputs(self, images: np.ndarray) -> torch.Tensor:
+        """``(N, 3, S, S)`` normalised inputs, on the CPU, from prepared uint8 images (as in training)."""
         transform = build_transform(train=False)
-        batch = torch.stack([transform(np.asarray(image, dtype=np.uint8)) for image in images]).to(self.device)
-        with torch.no_grad():
-            return torch.softmax(self.model(batch).float(), dim=1).cpu().numpy().astype(np.float64)
+        return torch.stack([transform(np.asarray(image, dtype=np.uint8)) for image in images])
 
-    def save_overlays(self, items: list[dict], out_dir: Path) -> pd.DataFrame:
-        return torch_gradcam.save_overlays(self.model, self.settings.arch, items, out_dir)
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.model(self._inputs(images).to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+
+    def cams(self, images: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        return torch_gradcam.compute_cams(self.model, self.settings.arch, self._inputs(images),
+                                          [int(k) for k in classes])
 
 
 def load_classifier(path: str | Path) -> TorchClassifier:

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import transforms
 
-from xraylib import config
+from xraylib import config, data
 from xraylib.data import SPLITS
 from xraylib.images import EQUALIZE_MODES, RESIZE_MODES, prepare
 
@@ -126,10 +126,7 @@ class ManifestDataset(ImageListDataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         names = list(class_names) if class_names is not None else sorted(manifest["label"].unique().tolist())
-        rows = manifest[manifest["split"] == split]
-        if rows.empty:
-            raise ValueError(f"the manifest has no images in split {split!r}; splits present: "
-                             f"{sorted(manifest['split'].unique().tolist())}. Re-run `xraylib prepare`.")
+        rows = data.select_split(manifest, split)
         unknown = sorted(set(rows["label"]) - set(names))
         if unknown:
             raise ValueError(f"labels {unknown} in split {split!r} are not among the class names {names}")

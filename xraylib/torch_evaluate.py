@@ -1,4 +1,4 @@
-"""Evaluating the multi-class PyTorch study on its test split (notebook 04, ``python -m xraylib.torch_train``).
+"""Evaluating the multi-class PyTorch study on its test split (notebook 04).
 
 Every figure comes from :mod:`xraylib.metrics`: the confusion matrix has true
 labels as rows; per class, precision = TP / (TP + FP) with FP = column sum
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xraylib import config, metrics, plots
+from xraylib import config, evaluation, metrics
 from xraylib.torch_data import ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import load_checkpoint
 
@@ -46,15 +46,15 @@ def _device_for_eval() -> torch.device:
 
 
 def predictions_frame(dataset: ManifestDataset, y_true: np.ndarray, y_prob: np.ndarray) -> pd.DataFrame:
-    """One row per image: path, true label, predicted label and the probability of each class."""
+    """One row per image: ``path``, ``label`` (true), ``predicted`` and ``prob_<class>`` (the predict/evaluate schema)."""
     names = dataset.classes
     frame = pd.DataFrame({
         "path": [config.relative_to_project(p) for p, _ in dataset.samples],
-        "actual": [names[i] for i in y_true],
+        "label": [names[i] for i in y_true],
         "predicted": [names[i] for i in y_prob.argmax(axis=1)],
     })
     for i, name in enumerate(names):
-        frame[f"prob_{name}"] = y_prob[:, i]
+        frame[f"prob_{evaluation.safe_column(name)}"] = y_prob[:, i]
     return frame
 
 
@@ -120,7 +120,3 @@ def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, s
         document = {"synthetic": bool(synthetic), **document}
     return document
 
-
-def write_json(data: dict, path: str | Path) -> Path:
-    """Write ``data`` as JSON at full precision (NaN and infinities as ``null``)."""
-    return plots.write_json(data, path)

@@ -5,7 +5,7 @@ The target layer comes from :func:`xraylib.torch_model.target_layer`:
 The class score is the logit (the models output logits; softmax comes after),
 through ``ClassifierOutputTarget``. pytorch-grad-cam returns maps already
 scaled to [0, 1] at the input size, the same definition as
-:mod:`xraylib.tf_gradcam` (see :mod:`xraylib.gradcam`).
+:mod:`xraylib.tf_gradcam` (see :mod:`xraylib.gradcam_maps`).
 
 DenseNet: torchvision's ``DenseNet.forward`` applies ``F.relu(features,
 inplace=True)``, which overwrites the activations kept by a hook on
@@ -30,7 +30,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchvision.models import DenseNet
 
-from xraylib import config, gradcam
+from xraylib import config
+from xraylib.gradcam_sets import CamSet, label_indices, true_class_maps
 from xraylib.torch_data import build_transform
 from xraylib.torch_model import CamFriendlyDenseNet, check_arch, load_checkpoint, target_layer
 
@@ -114,7 +115,7 @@ def feature_map_size(model: nn.Module, arch: str, image_size: int) -> tuple[int,
 
 
 def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: str | None = None,
-                          batch_size: int = 16) -> gradcam.CamSet:
+                          batch_size: int = 16) -> CamSet:
     """Load ``best.pt``, prepare ``frame``'s images as in training, predict, and map predicted and true classes.
 
     Args:
@@ -131,10 +132,8 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
     checkpoint = config.resolve(checkpoint)
     model, meta = load_checkpoint(checkpoint)
     names = list(meta["class_names"])
-    labels = [str(v) for v in frame["label"]] if "label" in frame.columns else [""] * len(frame)
-    unknown = sorted({lab for lab in labels if lab and lab not in names})
-    if unknown:
-        raise ValueError(f"labels {unknown} are not classes of {checkpoint.parent.name} {names}")
+    y_true = label_indices(frame["label"] if "label" in frame.columns else None, names, len(frame),
+                           checkpoint.parent.name)
     if frame.empty:
         raise ValueError("no images given; expected at least one row with a 'path'")
     prepared = np.stack([images.prepare(p, meta["image_size"], meta["resize"], meta["equalize"])
@@ -143,54 +142,11 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
     batch = torch.stack([transform(img) for img in prepared])
     cam_pred, probs = compute_cams(model, meta["arch"], batch, None, batch_size, return_probs=True)
     y_pred = probs.argmax(1).astype(np.int64)
-    y_true = np.array([names.index(lab) if lab else -1 for lab in labels], dtype=np.int64)
-    cam_true = cam_pred.copy()
-    redo = np.flatnonzero((y_true >= 0) & (y_true != y_pred))
-    if len(redo):
-        cam_true[redo] = compute_cams(model, meta["arch"], batch[redo], y_true[redo], batch_size)
-    cam_true[y_true < 0] = 0.0
+    cam_true = true_class_maps(cam_pred, y_true, y_pred,
+                               lambda idx, k: compute_cams(model, meta["arch"], batch[idx], k, batch_size))
     info = {"framework": "torch", "arch": meta["arch"], "image_size": int(meta["image_size"]),
             "resize": meta["resize"], "equalize": meta["equalize"],
             "target_layer": "layer4[-1]" if meta["arch"].startswith("resnet") else "features",
             "map_size": list(feature_map_size(model, meta["arch"], int(meta["image_size"])))}
-    return gradcam.CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true,
-                          y_pred, probs, cam_true, cam_pred, info)
-
-
-def save_overlays(model: nn.Module, arch: str, items: Sequence[dict], cam_dir: str | Path, colormap: str = "jet"):
-    """Write Grad-CAM overlays of the predicted class for ``xraylib predict --cam DIR``.
-
-    Args:
-        model: the loaded classifier (:func:`xraylib.torch_model.load_checkpoint`).
-        arch: its architecture (``meta["arch"]``).
-        items: one dict per predicted image, as :func:`xraylib.inference.predict_files`
-            passes them: ``path``, ``image`` (prepared uint8 ``(S, S)``), ``tensor`` (the
-            normalised ``(3, S, S)`` input the model saw), ``predicted`` (class index),
-            ``label`` (class name) and ``probability``. Without ``tensor`` the input is
-            rebuilt from ``image``; without ``predicted`` the arg-max class is explained.
-        cam_dir: output folder: ``<image stem>_cam.png`` per image and ``cam_index.csv``.
-        colormap: see :func:`xraylib.gradcam.apply_mask`.
-
-    Returns:
-        The index table written to ``cam_index.csv``.
-    """
-    records = [dict(item) for item in items]
-    if not records:
-        return gradcam.write_overlays([], cam_dir, colormap)
-    transform = build_transform(train=False)
-    batch = torch.stack([r["tensor"] if r.get("tensor") is not None else transform(np.asarray(r["image"]))
-                         for r in records]).detach().cpu()
-    if all("predicted" in r for r in records):
-        cams = compute_cams(model, arch, batch, [int(r["predicted"]) for r in records])
-    else:  # explain the arg-max class, from the same forward pass
-        cams, probs = compute_cams(model, arch, batch, None, return_probs=True)
-        for r, p in zip(records, probs):
-            r.setdefault("predicted", int(p.argmax()))
-            r.setdefault("probability", float(p[int(r["predicted"])]))
-        redo = [i for i, r in enumerate(records) if int(r["predicted"]) != int(probs[i].argmax())]
-        if redo:  # items that came with another class
-            cams[redo] = compute_cams(model, arch, batch[redo], [int(records[i]["predicted"]) for i in redo])
-    for record, cam in zip(records, cams):
-        record["cam"] = cam
-        record.setdefault("label", str(record["predicted"]))
-    return gradcam.write_overlays(records, cam_dir, colormap)
+    return CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true, y_pred,
+                  probs, cam_true, cam_pred, info)

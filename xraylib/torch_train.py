@@ -26,15 +26,14 @@ What :func:`train` adds to the original loop:
   fixed seeds on the CPU. Bit-identical CPU results also need the same number of
   torch threads (``num_threads``): floating-point sums are split by thread.
 
-From the shell (trains on any manifest folder, e.g. a real-data one prepared
-with a temporary params file, without touching the project's outputs)::
+Outside the pipeline, notebook 04 is the one route (any manifest folder, outputs
+kept away from the project's)::
 
-    python -m xraylib.torch_train --params /tmp/p.yaml --manifest-dir /tmp/k3 --out /tmp/k3/runs
+    xraylib --set train_multiclass.manifest_dir=/tmp/k3 notebook train_multiclass --out /tmp/k3/runs
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import hashlib
@@ -42,7 +41,6 @@ import json
 import logging
 import os
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -53,7 +51,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xraylib import config, errors, numerics
+from xraylib import config, numerics, outputs
 from xraylib.data import class_names as manifest_class_names
 from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import build_model, check_arch
@@ -343,10 +341,15 @@ def _load_resume_state(path: Path, name: str) -> dict | None:
     return None
 
 
-def model_metadata(cfg: RunConfig, class_names: Sequence[str]) -> dict:
-    """What a checkpoint carries so :func:`xraylib.torch_evaluate.load_checkpoint` can rebuild the model."""
+def model_metadata(cfg: RunConfig, class_names: Sequence[str], data_source: str = "") -> dict:
+    """What a checkpoint carries so :func:`xraylib.torch_model.load_checkpoint` can rebuild the model.
+
+    ``data_source`` (the manifest's source, e.g. ``synthetic`` or ``covid_radiography``)
+    lets ``xraylib predict``/``evaluate`` warn when a demo model meets real images.
+    """
     return {
         "format": CHECKPOINT_FORMAT,
+        "data_source": data_source,
         "arch": cfg.arch,
         "class_names": list(class_names),
         "image_size": cfg.image_size,
@@ -442,7 +445,7 @@ def _epoch_line(name: str, row: dict, epochs: int, best: bool) -> str:
 def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_names: Sequence[str] | None = None,
           resume: bool = True, checkpoint_dir: str | Path | None = None,
           on_batch_end: Callable[[int, int], None] | None = None,
-          batch_progress: bool = False, verbose: bool = True) -> TrainResult:
+          batch_progress: bool = False, verbose: bool = True, data_source: str = "") -> TrainResult:
     """Train one run on the manifest's train split, validating on its val split.
 
     Args:
@@ -458,6 +461,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         batch_progress: show a tqdm bar over the batches of each epoch.
         verbose: print one line per epoch (also for epochs restored from a checkpoint,
             so a resumed run prints the same as an uninterrupted one).
+        data_source: where the training images come from (stored in the checkpoint).
 
     Returns:
         :class:`TrainResult` with the history and the best epoch.
@@ -517,7 +521,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             done = "finished; reloaded" if state["epoch"] == cfg.epochs else f"resuming after epoch {state['epoch']}"
             print(f"{cfg.name}: {done} from {config.relative_to_project(last_path)}", flush=True)
         else:
-            log.warning("%s: %s was written with other settings, data or code, or more epochs; training afresh",
+            log.info("%s: %s was written with other settings, data or code, or more epochs; training afresh",
                         cfg.name, last_path)
     if start == 1:  # a fresh run must not leave a previous run's best checkpoint or history behind
         for stale in (best_path, best_copy, out_dir / "history.csv"):
@@ -527,7 +531,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         for row in history:
             print(_epoch_line(cfg.name, row, cfg.epochs, row.get("best", False)), flush=True)
 
-    meta = model_metadata(cfg, names)
+    meta = model_metadata(cfg, names, data_source)
     for epoch in range(start, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=amp, epoch=epoch,
@@ -555,77 +559,28 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             "best_val_loss": best_val, "best_epoch": best_epoch, "fingerprint": fingerprint,
         }, last_path)
         frame = pd.DataFrame(history)[HISTORY_COLUMNS]
-        frame.to_csv(out_dir / "history.csv", index=False, float_format="%.6g")
+        outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
         if verbose:
             print(_epoch_line(cfg.name, row, cfg.epochs, improved), flush=True)
 
     if not history:
         raise ValueError(f"run {cfg.name!r} trained no epoch (train_multiclass.epochs={cfg.epochs})")
     frame = pd.DataFrame(history)[HISTORY_COLUMNS]
-    frame.to_csv(out_dir / "history.csv", index=False, float_format="%.6g")
+    outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
     return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, checkpoint_dir=ckpt_dir)
 
 
 def train_all(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: str | Path, *,
               resume: bool = True, checkpoint_dir: str | Path | None = None,
-              batch_progress: bool = False) -> dict[str, TrainResult]:
+              batch_progress: bool = False, data_source: str = "") -> dict[str, TrainResult]:
     """Train every run into ``models_dir/<run name>/``; returns ``{run name: TrainResult}``.
 
-    ``checkpoint_dir`` (default ``models_dir``) holds ``<run name>/last.pt`` for resuming.
+    ``checkpoint_dir`` (default ``models_dir``) holds ``<run name>/last.pt`` for resuming;
+    ``data_source`` is stored in every checkpoint (:func:`model_metadata`).
     """
     models_dir = config.resolve(models_dir)
     ckpt_root = config.resolve(checkpoint_dir) if checkpoint_dir is not None else models_dir
     return {cfg.name: train(cfg, manifest, models_dir / cfg.name, resume=resume, checkpoint_dir=ckpt_root / cfg.name,
-                            batch_progress=batch_progress)
+                            batch_progress=batch_progress, data_source=data_source)
             for cfg in configs}
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Train and evaluate the configured runs on any prepared manifest folder (see module docstring)."""
-    import matplotlib.pyplot as plt
-
-    from xraylib import data, evaluation, plots, torch_evaluate
-
-    parser = argparse.ArgumentParser(prog="python -m xraylib.torch_train", description=main.__doc__)
-    parser.add_argument("--params", help="parameter file (default: params.yaml of the project)")
-    parser.add_argument("--manifest-dir", help="folder with manifest.csv (from `xraylib prepare multiclass --out "
-                        "DIR`; default train_multiclass.manifest_dir)")
-    parser.add_argument("--out", required=True, help="output folder: <run>/ checkpoints, metrics.json, figures")
-    parser.add_argument("--runs", nargs="*", help="run names to train (default train_multiclass.run_names or all)")
-    parser.add_argument("--no-resume", action="store_true", help="start afresh even if last.pt exists")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    def run() -> int:
-        params = config.load_params(args.params)
-        if args.runs:
-            params["train_multiclass"]["run_names"] = args.runs
-        configs = configs_from_params(params)
-        spec = config.section(params, "train_multiclass")
-        manifest = data.load_manifest("multiclass", args.manifest_dir or spec["manifest_dir"])
-        out = config.user_path(args.out)
-        results = train_all(configs, manifest, out, resume=not args.no_resume, batch_progress=True)
-        names = manifest_class_names(manifest)
-        reports = {}
-        for name, result in results.items():
-            report, _ = torch_evaluate.evaluate_split(result.best_path, manifest, "test",
-                                                      batch_size=spec["eval_batch_size"],
-                                                      n_resamples=spec["n_resamples"], seed=params["seed"])
-            reports[name] = report
-            fig = plots.plot_confusion_matrix(report["confusion_matrix"], names, title=f"{name} (test)")
-            fig.savefig(out / name / "confusion_matrix.png", dpi=plots.DPI, bbox_inches="tight")
-            plt.close(fig)
-            print(f"\n{name} (test): accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
-            print(evaluation.per_class_table(report).round(4).to_string())
-        document = torch_evaluate.study_metrics(results, reports, names)
-        torch_evaluate.write_json(document, out / "metrics.json")
-        print("\n" + torch_evaluate.summary_table(results, reports).round(4).to_string(index=False))
-        print(f"\nmetrics -> {out / 'metrics.json'}")
-        return 0
-
-    return errors.run_command(run, "python -m xraylib.torch_train", debug=args.debug)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

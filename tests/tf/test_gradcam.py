@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import lesion_pairs
 from tests.tf.helpers import build_model, train_config
-from xraylib import gradcam, metrics, tf_gradcam, tf_layers, tf_model, tf_train
+from xraylib import cli, gradcam_maps, gradcam_sets, inference, metrics, tf_gradcam, tf_layers, tf_model, tf_train
 
 
 def _analytic_cam(acts: np.ndarray, kernel: np.ndarray, classes) -> np.ndarray:
@@ -53,7 +53,7 @@ def test_gradients_match_the_analytic_cam_for_both_classes():
     classes = [1, 0, 1, 0]
     acts, grads, probs = cam.activations_and_gradients(_images(), classes)
     expected = _analytic_cam(acts, model.get_layer("prediction").kernel.numpy()[:, 0], classes)
-    ours = gradcam.cam_from_activations(acts, grads)
+    ours = gradcam_maps.cam_from_activations(acts, grads)
     assert expected.max() > 0
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * expected.max())
     np.testing.assert_allclose(probs, model.predict(_images()[..., None].astype("float32"), verbose=0), atol=1e-6)
@@ -87,7 +87,7 @@ def test_nested_backbone_as_in_the_original_notebook(sequential):
     classes = [0, 1, 1, 0]
     acts, grads, _ = cam.activations_and_gradients(_images(), classes)
     expected = _analytic_cam(acts, model.get_layer("out").kernel.numpy()[:, 0], classes)
-    np.testing.assert_allclose(gradcam.cam_from_activations(acts, grads), expected, rtol=1e-4,
+    np.testing.assert_allclose(gradcam_maps.cam_from_activations(acts, grads), expected, rtol=1e-4,
                                atol=1e-6 * expected.max())
 
 
@@ -153,12 +153,13 @@ def saved_binary(tmp_path_factory, tiny_class_names):
 
 
 def test_camset_from_the_command_line_and_the_subprocess_route(saved_binary, tiny_manifest, tiny_class_names,
-                                                                 tmp_path):
-    frame = gradcam.select_images(tiny_manifest, "test", 3, seed=0)
+                                                                 tmp_path, capsys):
+    frame = gradcam_sets.select_images(tiny_manifest, "test", 3, seed=0)
     csv = tmp_path / "images.csv"
     frame[["path", "label"]].to_csv(csv, index=False)
-    assert tf_gradcam.main([str(saved_binary), "--images", str(csv), "--out", str(tmp_path / "c.npz")]) == 0
-    camset = gradcam.load_camset(tmp_path / "c.npz")
+    assert cli.main(["cams", str(saved_binary), "--images", str(csv), "--out", str(tmp_path / "c.npz")]) == 0
+    assert "Grad-CAM maps (cnn_block4_act)" in capsys.readouterr().out
+    camset = gradcam_sets.load_camset(tmp_path / "c.npz")
     assert camset.paths == list(frame["path"]) and camset.images.shape == (len(frame), 32, 32)
     assert camset.info["target_layer"] == "cnn_block4_act"
     # Checked against Keras and Grad-CAM called directly on the stored images, with the true labels.
@@ -172,26 +173,31 @@ def test_camset_from_the_command_line_and_the_subprocess_route(saved_binary, tin
     np.testing.assert_allclose(camset.cam_true, cam(camset.images, y_true)[0], atol=1e-5)
     np.testing.assert_allclose(camset.cam_pred, cam(camset.images, camset.y_pred)[0], atol=1e-5)
     assert camset.cam_pred.min() >= 0 and camset.cam_pred.max() <= 1
-    # The notebook's route: the same maps from a separate TensorFlow process.
-    again = gradcam.run_keras_cams(saved_binary, frame, tmp_path / "keep" / "c.npz")
+    # The notebook's route: the same maps from a separate TensorFlow process (`python -m xraylib cams`).
+    again = gradcam_sets.run_keras_cams(saved_binary, frame, tmp_path / "keep" / "c.npz")
     np.testing.assert_allclose(again.cam_pred, camset.cam_pred, atol=1e-5)
     assert (tmp_path / "keep" / "c.log").is_file()
-    # Errors are named, not raised as tracebacks.
-    assert tf_gradcam.main([str(tmp_path / "none.keras"), "--images", str(csv), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cams_command_errors_are_one_line(saved_binary, tiny_manifest, tmp_path, capsys):
+    """A missing model or a CSV without a 'path' column: exit status 2 and one line naming the problem."""
+    csv = tmp_path / "images.csv"
+    gradcam_sets.select_images(tiny_manifest, "test", 1)[["path", "label"]].to_csv(csv, index=False)
+    assert cli.main(["cams", str(tmp_path / "none.keras"), "--images", str(csv), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xraylib cams: error: ") and "none.keras" in err and len(err.strip().splitlines()) == 1
     pd.DataFrame({"file": ["a.png"]}).to_csv(tmp_path / "bad.csv", index=False)
-    bad = [str(saved_binary), "--images", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "x")]
-    assert tf_gradcam.main(bad) == 2
+    assert cli.main(["cams", str(saved_binary), "--images", str(tmp_path / "bad.csv"), "--out",
+                     str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'path' column" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
-def test_save_overlays_accepts_pairs_and_predictor_items(saved_binary, tmp_path):
+def test_the_classifiers_maps_are_those_of_gradcam(saved_binary):
+    """``KerasClassifier.cams`` (what ``predict --cam`` uses) is :class:`tf_gradcam.GradCam` on the prepared images."""
     model, _ = tf_model.load_model(saved_binary)
     images = _images(3)
-    index = tf_gradcam.save_overlays(model, [(f"/x/img{i}.png", img) for i, img in enumerate(images)], tmp_path / "a")
-    assert list(index["overlay"]) == ["img0_cam.png", "img1_cam.png", "img2_cam.png"]
-    p = model.predict(images[..., None].astype("float32"), verbose=0)[:, 0]  # without `predicted`: class at 0.5
-    assert list(index["predicted"].astype(str)) == [str(int(v >= 0.5)) for v in p]
-    np.testing.assert_allclose(index["probability"], np.where(p >= 0.5, p, 1 - p), atol=1e-5)
-    items = [{"path": "/y/scan.png", "image": images[0], "predicted": 1, "label": "PNEUMONIA", "probability": 0.7}]
-    index = tf_gradcam.save_overlays(model, items, tmp_path / "b")
-    assert index.loc[0, "predicted"] == "PNEUMONIA" and (tmp_path / "b" / "scan_cam.png").is_file()
-    assert len(tf_gradcam.save_overlays(model, [], tmp_path / "c")) == 0
+    classifier = inference.load_classifier(saved_binary)
+    np.testing.assert_allclose(classifier.cams(images, [1, 0, 1]), tf_gradcam.GradCam(model)(images, [1, 0, 1])[0],
+                               atol=1e-6)

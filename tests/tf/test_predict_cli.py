@@ -57,9 +57,10 @@ def test_predict_folder_with_odd_modes_bad_files_and_overlays(saved_model, tmp_p
     index = pd.read_csv(cams / "cam_index.csv")
     assert sorted(index["path"]) == sorted(table["path"])
     assert list(index["predicted"]) == list(table.set_index("path").loc[index["path"], "predicted"])
-    for name in index["overlay"]:
-        with Image.open(cams / name) as overlay:
-            assert overlay.mode == "RGB" and overlay.size == (32, 32)  # the prepared image the model saw
+    for row in index.itertuples():
+        with Image.open(cams / row.overlay) as overlay, Image.open(config.resolve(row.path)) as original:
+            assert overlay.mode == "RGB" and overlay.size == original.size  # the image's own size, not 32 px
+        assert (cams / row.figure).is_file()
 
 
 def _constant_model(folder, probability: float, threshold: float):

@@ -149,7 +149,8 @@ def test_predict_files_writes_gradcam_overlays(saved_model, external_folder, tmp
     good = sorted((external_folder / "PNEUMONIA").glob("*.png"))[:2]
     result = _predict(saved_model[0], good, tmp_path / "pred.csv", cam_dir=tmp_path / "cams")
     assert result["predicted"] == 2
-    assert len(list((tmp_path / "cams").glob("*.png"))) == 2
+    cams = tmp_path / "cams"
+    assert len(list(cams.glob("*_cam.png"))) == len(list(cams.glob("*_figure.png"))) == 2  # overlay and figure
 
 
 def test_original_validation_images_when_available(saved_model, tmp_path):

@@ -45,8 +45,10 @@ def test_training_order_is_shuffled_deterministically(tiny_manifest, tiny_class_
 def test_labels_and_splits_are_checked(tiny_manifest):
     with pytest.raises(ValueError, match="not among"):
         tf_data.encode_labels(["NORMAL", "COVID"], ["NORMAL", "PNEUMONIA"])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="split must be one of"):
         tf_data.split_frame(tiny_manifest, "holdout")
+    with pytest.raises(ValueError, match="no images in split 'val'"):
+        tf_data.split_frame(tiny_manifest[tiny_manifest["split"] != "val"], "val")
 
 
 def test_same_seed_same_metrics(tiny_manifest, tiny_class_names):

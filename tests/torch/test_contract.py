@@ -17,3 +17,5 @@ def test_torch_backend_keeps_the_contract(trained_checkpoint, tiny_root, tmp_pat
     table = contract.check_predict(model, folder, tmp_path)
     summary = contract.check_evaluate(model, folder, tmp_path, table)
     assert set(summary["per_class"]) == {"BACTERIA", "NORMAL", "VIRUS"}
+    maps = contract.check_cams(model, folder, tmp_path)
+    assert maps.shape[1:] == (32, 32)  # pytorch-grad-cam upsamples to the image size

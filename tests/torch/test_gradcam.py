@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch import nn
 from torchvision import models
 
 from tests.conftest import lesion_pairs
-from xraylib import gradcam, metrics, torch_gradcam, torch_model
+from xraylib import gradcam_maps, gradcam_sets, inference, metrics, torch_gradcam, torch_model
 
 ARCHS = ["densenet121", "resnet18", "resnet50", "squeezenet"]
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]  # ImageNet statistics, as torchvision documents them
@@ -41,7 +43,7 @@ def test_map_resolution_shrinks_with_the_image():
 
 
 def test_pytorch_grad_cam_agrees_with_the_definition():
-    """pytorch-grad-cam against activations and autograd gradients put through xraylib.gradcam (the Keras path)."""
+    """pytorch-grad-cam against activations and autograd gradients put through xraylib.gradcam_maps (the Keras path)."""
     torch.manual_seed(1)
     model = torch_model.build_model("resnet18", 3, "none").eval()
     x, classes = _batch(3, 96, seed=2), [0, 1, 2]
@@ -51,8 +53,8 @@ def test_pytorch_grad_cam_agrees_with_the_definition():
     handle.remove()
     score = logits[torch.arange(3), torch.tensor(classes)].sum()
     grads = torch.autograd.grad(score, kept["a"])[0]
-    low = gradcam.cam_from_activations(kept["a"].detach().numpy(), grads.numpy(), channels_last=False)
-    expected = np.stack([gradcam.upsample_cam(c, 96) for c in low])
+    low = gradcam_maps.cam_from_activations(kept["a"].detach().numpy(), grads.numpy(), channels_last=False)
+    expected = np.stack([gradcam_maps.upsample_cam(c, 96) for c in low])
     ours = torch_gradcam.compute_cams(model, "resnet18", x, classes)
     np.testing.assert_allclose(ours, expected, atol=2e-4)
 
@@ -138,7 +140,7 @@ def test_map_of_a_trained_model_peaks_inside_obvious_lesions():
 
 
 def test_camset_for_a_checkpoint(trained_checkpoint, tiny_manifest, reference_probs):
-    frame = gradcam.select_images(tiny_manifest, "test", 0)
+    frame = gradcam_sets.select_images(tiny_manifest, "test", 0)
     camset = torch_gradcam.camset_for_checkpoint(trained_checkpoint, frame, batch_size=4)
     assert camset.name == trained_checkpoint.parent.name and camset.class_names == ["BACTERIA", "NORMAL", "VIRUS"]
     assert camset.images.shape == (len(frame), 32, 32) and camset.cam_pred.shape == camset.images.shape
@@ -163,16 +165,19 @@ def test_camset_for_a_checkpoint(trained_checkpoint, tiny_manifest, reference_pr
         torch_gradcam.camset_for_checkpoint(trained_checkpoint, bad)
 
 
-def test_save_overlays_with_and_without_the_predictors_fields(trained_checkpoint, tmp_path):
-    from xraylib.torch_evaluate import load_checkpoint
+def test_the_classifiers_maps_are_those_of_compute_cams():
+    """``TorchClassifier.cams`` (what ``predict --cam`` uses): the training transform, then :func:`compute_cams`."""
+    from xraylib.torch_backend import TorchClassifier
 
-    model, meta = load_checkpoint(trained_checkpoint)
-    images = [np.full((32, 32), 60 + 40 * i, np.uint8) for i in range(3)]
-    index = torch_gradcam.save_overlays(model, meta["arch"], [{"path": f"/x/a{i}.png", "image": im}
-                                                              for i, im in enumerate(images)], tmp_path / "a")
-    assert list(index["overlay"]) == ["a0_cam.png", "a1_cam.png", "a2_cam.png"]
-    assert index["probability"].between(0, 1).all()
-    item = {"path": "/x/b.png", "image": images[0], "predicted": 2, "label": "VIRUS", "probability": 0.4}
-    index = torch_gradcam.save_overlays(model, meta["arch"], [item], tmp_path / "b")
-    assert index.loc[0, "predicted"] == "VIRUS" and (tmp_path / "b" / "b_cam.png").is_file()
-    assert len(torch_gradcam.save_overlays(model, meta["arch"], [], tmp_path / "c")) == 0
+    torch.manual_seed(3)
+    model = torch_model.build_model("resnet18", 3, "none").eval()
+    meta = {"class_names": ["A", "B", "C"], "image_size": 96, "resize": "stretch", "equalize": "none",
+            "arch": "resnet18"}
+    settings = inference.ModelSettings.from_metadata(meta, framework="torch", path="best.pt")
+    classifier = TorchClassifier(Path("best.pt"), settings, model, torch.device("cpu"))
+    images = np.random.default_rng(4).integers(0, 256, (3, 96, 96)).astype(np.uint8)
+    batch = torch.tensor(np.stack([(np.repeat(im[None] / 255.0, 3, axis=0) - MEAN) / STD for im in images]),
+                         dtype=torch.float32)
+    maps = classifier.cams(images, [2, 0, 1])
+    assert maps.shape == (3, 96, 96) and maps.max() > 0
+    np.testing.assert_allclose(maps, torch_gradcam.compute_cams(model, "resnet18", batch, [2, 0, 1]), atol=1e-5)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 from xraylib import cli, inference, torch_backend
@@ -70,12 +70,12 @@ def test_evaluate_split_agrees_with_its_predictions(trained_checkpoint, tiny_man
     report, predictions = evaluate_split(trained_checkpoint, tiny_manifest, "test", n_resamples=20)
     assert len(predictions) == report["n"] == 6
     test = tiny_manifest[tiny_manifest["split"] == "test"].set_index("path")["label"]
-    assert list(predictions["actual"]) == list(test.loc[predictions["path"]])  # the manifest's labels
+    assert list(predictions["label"]) == list(test.loc[predictions["path"]])  # the manifest's labels
     expected = reference_probs(trained_checkpoint, predictions["path"])
     np.testing.assert_allclose(predictions[[f"prob_{n}" for n in CLASSES]], expected, atol=1e-5)
     predicted = [CLASSES[k] for k in expected.argmax(axis=1)]
     assert list(predictions["predicted"]) == predicted
-    _assert_report_matches_sklearn(report, list(predictions["actual"]), predicted)
+    _assert_report_matches_sklearn(report, list(predictions["label"]), predicted)
 
 
 def test_evaluate_folder_quarantines_bad_files(trained_checkpoint, external, tmp_path, reference_probs):
@@ -127,20 +127,24 @@ def test_predict_files_reports_and_skips_bad_inputs(trained_checkpoint, external
     assert list(frame["predicted"]) == [CLASSES[k] for k in expected.argmax(axis=1)]
 
 
-def test_predict_files_hands_items_to_gradcam(trained_checkpoint, external, tmp_path, monkeypatch, reference_probs):
-    calls = []
-    fake = types.ModuleType("xraylib.torch_gradcam")
-    fake.save_overlays = lambda model, arch, items, cam_dir: calls.append((model, arch, items, cam_dir))
-    monkeypatch.setattr(torch_backend, "torch_gradcam", fake)
+def test_predict_files_explains_the_predicted_classes(trained_checkpoint, external, tmp_path, monkeypatch,
+                                                     reference_probs):
+    calls, compute_cams = [], torch_backend.torch_gradcam.compute_cams
+
+    def recording(model, arch, batch, classes, *args, **kwargs):
+        calls.append((arch, tuple(batch.shape), list(classes)))
+        return compute_cams(model, arch, batch, classes, *args, **kwargs)
+
+    monkeypatch.setattr(torch_backend.torch_gradcam, "compute_cams", recording)
     predict_files(trained_checkpoint, [external / "VIRUS"], tmp_path / "p.csv", cam_dir=tmp_path / "cams")
-    (model, arch, items, cam_dir), = calls
-    assert arch == "squeezenet" and cam_dir == tmp_path / "cams" and len(items) == 2
-    item = items[0]
-    assert item["image"].shape == (32, 32) and item["image"].dtype == np.uint8
-    expected = reference_probs(trained_checkpoint, [it["path"] for it in items])
-    assert [it["predicted"] for it in items] == list(expected.argmax(axis=1))
-    assert [it["label"] for it in items] == [CLASSES[k] for k in expected.argmax(axis=1)]
-    np.testing.assert_allclose([it["probability"] for it in items], expected.max(axis=1), atol=1e-5)
+    index = pd.read_csv(tmp_path / "cams" / "cam_index.csv")
+    expected = reference_probs(trained_checkpoint, index["path"])
+    assert calls == [("squeezenet", (2, 3, 32, 32), list(expected.argmax(axis=1)))]  # one batch, decided classes
+    assert list(index["predicted"]) == [CLASSES[k] for k in expected.argmax(axis=1)]
+    np.testing.assert_allclose(index["probability"], expected.max(axis=1), atol=1e-5)
+    for name in index["overlay"]:
+        with Image.open(tmp_path / "cams" / name) as overlay:
+            assert overlay.size == (40, 40)  # the image's own size, not the 32 px the model saw
 
 
 def test_cli_evaluate_and_predict_dispatch_to_torch(trained_checkpoint, external, tmp_path, capsys, monkeypatch):

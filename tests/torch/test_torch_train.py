@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from tests.torch.helpers import run_config, study_params
 from xraylib import config, schema, torch_evaluate, torch_train
@@ -162,6 +162,7 @@ def test_resume_survives_deleted_outputs(tiny_manifest, tmp_path, capsys):
 
 
 def test_checkpoint_of_other_code_or_unreadable_is_not_resumed(tiny_manifest, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="xraylib.torch_train")  # an expected restart is information, not a warning
     cfg = run_config("code", "squeezenet", epochs=1, batch_size=4, image_size=32, num_workers=0, seed=2)
     train(cfg, tiny_manifest, tmp_path / "run", verbose=False)
     monkeypatch.setattr(torch_train, "code_fingerprint", lambda: "other code")
@@ -208,22 +209,28 @@ def test_checkpoints_history_and_rerun(tiny_manifest, tmp_path, capsys):
     assert not (tmp_path / "ckpt" / "best.pt").exists(), "a fresh run drops the previous best checkpoint"
 
 
-def test_cli_entry_point_trains_on_a_manifest_folder(tiny_manifest, tmp_path, capsys):
+def test_notebook_route_trains_on_any_manifest_folder_outside_the_project_outputs(tiny_manifest, tmp_path, capsys):
+    """`xraylib --set ... notebook train_multiclass --out DIR`: the one route outside DVC (notebook 04 itself)."""
+    from xraylib import cli
+
     manifest_dir = tmp_path / "manifest"
     manifest_dir.mkdir()
     tiny_manifest.to_csv(manifest_dir / "manifest.csv", index=False)
-    params = config.load_params()
-    params["train_multiclass"].update(image_size=32, epochs=1, num_workers=0, batch_size=6, n_resamples=20)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    code = torch_train.main(["--params", str(path), "--manifest-dir", str(manifest_dir), "--out",
-                             str(tmp_path / "out"), "--runs", "squeezenet"])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "macro-F1" in out and "best_val_loss" in out
-    document = (tmp_path / "out" / "metrics.json").read_text()
-    assert '"squeezenet"' in document and '"per_class"' in document
-    assert (tmp_path / "out" / "squeezenet" / "best.pt").is_file()
+    (manifest_dir / "summary.json").write_text(json.dumps({"synthetic": True, "source": "synthetic"}))
+    project_metrics = config.METRICS_DIR / "multiclass.json"
+    before = project_metrics.read_bytes() if project_metrics.is_file() else None
+    overrides = {"manifest_dir": str(manifest_dir), "image_size": 32, "epochs": 1, "num_workers": 0, "batch_size": 6,
+                 "n_resamples": 20, "run_names": "[squeezenet]"}
+    argv = [arg for key, value in overrides.items() for arg in ("--set", f"train_multiclass.{key}={value}")]
+    out = tmp_path / "out"
+    assert cli.main([*argv, "notebook", "train_multiclass", "--out", str(out), "--quiet"]) == 0
+    assert f"-> {out / 'notebooks' / '04_train_multiclass.ipynb'}" in capsys.readouterr().out
+    document = json.loads((out / "metrics" / "multiclass.json").read_text())
+    assert list(document["runs"]) == ["squeezenet"] and "per_class" in document["runs"]["squeezenet"]["test"]
+    assert (out / "model" / "squeezenet" / "best.pt").is_file()
+    assert (out / "figures" / "train_multiclass" / "confusion_squeezenet.svg").is_file()
+    assert (project_metrics.read_bytes() if project_metrics.is_file() else None) == before, "project reports touched"
+    assert config.REPORTS_ENV not in __import__("os").environ
 
 
 def test_precise_batchnorm_sets_the_exact_statistics_of_the_data():
@@ -245,3 +252,14 @@ def test_precise_batchnorm_sets_the_exact_statistics_of_the_data():
     per_batch = torch.stack([torch.stack([b.var(unbiased=True), (2 * b).var(unbiased=True)]) for b in batches])
     torch.testing.assert_close(model[1].running_var, per_batch.mean(0), rtol=1e-5, atol=1e-6)
     assert model[1].momentum == 0.1  # the layer's own momentum is restored
+
+
+def test_checkpoint_records_its_data_source_and_a_synthetic_model_warns_on_use(tiny_manifest, tmp_path):
+    from xraylib import inference
+
+    cfg = run_config("src", "squeezenet", epochs=1, batch_size=6, image_size=32, num_workers=0, seed=4)
+    result = train(cfg, tiny_manifest, tmp_path / "run", verbose=False, data_source="synthetic")
+    model = inference.load_classifier(result.best_path)
+    assert model.settings.data_source == "synthetic"
+    with pytest.warns(UserWarning, match=r"trained on the synthetic demo images \(data_source: synthetic\)"):
+        inference.predict_files(model, [tiny_manifest["path"].iloc[0]], tmp_path / "p.csv")

@@ -107,17 +107,40 @@ def test_exp_names_a_stale_profile_key(project, capsys):
     assert "train_binary.no_such_knob" in capsys.readouterr().err
 
 
+def test_profile_and_set_override_params_for_any_command_and_are_validated(project, capsys, monkeypatch):
+    seen = {}
+
+    def record(args) -> int:  # a command that only reads its parameters
+        seen["params"] = cli.load_params(args)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_summary", record)  # the parser is built by main, after this
+    assert cli.main(["--profile", "kermany_cpu", "--set", "train_binary.epochs=3", "--set", "seed=7", "summary"]) == 0
+    profile = _flatten(yaml.safe_load((project / "profiles" / "kermany_cpu.yaml").read_text()))
+    params = _flatten(seen["params"])
+    assert {k: params[k] for k in profile} == {**profile, "train_binary.epochs": 3}  # --set wins over the profile
+    assert params["seed"] == 7
+    for bad, words in ((["--set", "train_binary.epochz=3"], "train_binary.epochs"),
+                       (["--set", "train_binary.epochs=-1"], "train_binary.epochs"),
+                       (["--set", "seed"], "expected key=value"),
+                       (["--profile", "nope"], "profile 'nope' not found")):
+        assert cli.main([*bad, "summary"]) == 2, bad
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, (bad, err)
+
+
 def test_install_kernel_writes_a_spec_without_fd_capture(tmp_path, capsys):
     prefix = tmp_path / "prefix"
     assert cli.main(["install-kernel", "--name", "test", "--prefix", str(prefix)]) == 0
     spec_file = prefix / "share" / "jupyter" / "kernels" / "test" / "kernel.json"
     assert str(spec_file.parent) in capsys.readouterr().out
     spec = json.loads(spec_file.read_text())
-    assert "--IPKernelApp.capture_fd_output=False" in spec["argv"]
+    assert set(cli.KERNEL_FLAGS) <= set(spec["argv"])
     assert spec["argv"][0] == sys.executable and spec["display_name"] == "Python (test)"
     assert spec["env"]["TF_CPP_MIN_LOG_LEVEL"] == "2"
     assert cli.main(["install-kernel", "--name", "test", "--prefix", str(prefix)]) == 0  # again: flag not doubled
-    assert json.loads(spec_file.read_text())["argv"].count("--IPKernelApp.capture_fd_output=False") == 1
+    argv = json.loads(spec_file.read_text())["argv"]
+    assert all(argv.count(flag) == 1 for flag in cli.KERNEL_FLAGS)
 
 
 def test_model_cards_from_metrics_files(project, capsys):
@@ -226,6 +249,11 @@ def test_notebook_explore_runs_on_fresh_synthetic_data(project, capsys, monkeypa
     executed = nbformat.read(project / "reports" / "notebooks" / "01_explore.ipynb", as_version=4)
     errors = [c.id for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    inline = sum("image/png" in o.get("data", {}) for o in outputs)
+    saved = len(list((project / "reports" / "figures" / "explore").glob("*.png")))
+    assert inline == saved == 6, "every figure the notebook saves is shown in it"
+    assert not [o for o in outputs if o.get("name") == "stderr"], "no warnings in the executed notebook"
     written = json.loads((project / "reports" / "metrics" / "explore.json").read_text())
     summary = {task: json.loads((project / "data" / "processed" / task / "summary.json").read_text())
                for task in config.TASKS}

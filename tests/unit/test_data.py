@@ -294,3 +294,19 @@ def test_real_kermany_manifest_has_no_leakage(tmp_path):
     manifest = data.load_manifest("binary", tmp_path)
     assert set(manifest["split"]) == {"train", "val", "test"}
     assert manifest["duplicate_group"].ne("").sum() > 0  # the real data has exact duplicates
+
+
+def test_select_split_is_the_one_way_to_take_a_split():
+    manifest = pd.DataFrame({"path": list("abcde"), "label": ["x"] * 5,
+                             "split": ["train", "test", "train", "excluded", "val"]})
+    train = data.select_split(manifest, "train")
+    assert list(train["path"]) == ["a", "c"] and list(train.index) == [0, 1]
+    assert list(data.select_split(manifest, "excluded")["path"]) == ["d"]
+    with pytest.raises(ValueError, match=r"split must be one of \['train', 'val', 'test', 'excluded'\], got 'tset'"):
+        data.select_split(manifest, "tset")
+    empty = manifest[manifest["split"] != "val"]
+    with pytest.raises(ValueError, match=r"no images in split 'val' \(splits present: \['excluded', 'test', 'train'\]\)"):
+        data.select_split(empty, "val")
+    assert data.select_split(empty, "val", allow_empty=True).empty
+    with pytest.raises(ValueError, match="no 'split' column"):
+        data.select_split(manifest.drop(columns="split"), "train")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
-from xraylib import inference
+from xraylib import gradcam_maps, inference
 from xraylib.model_files import ModelFileError
 
 KERAS_META = {"class_names": ["NORMAL", "PNEUMONIA"], "image_size": 64, "resize": "stretch", "equalize": "none",
@@ -62,3 +65,42 @@ def test_a_wrong_model_file_is_refused_before_any_framework_is_imported(tmp_path
                              "train_multiclass)")
     assert lines[2] == "unknown model type 'x.onnx'; expected a .keras (binary Keras) or .pt (PyTorch) file"
     assert lines[3] == "[]"
+
+
+class _SpotModel:
+    """A framework-free Classifier: fixed probabilities, and a map that is the prepared image itself."""
+
+    def __init__(self, path, resize: str, probabilities):
+        meta = {**KERAS_META, "image_size": 32, "resize": resize, "data_source": ""}
+        self.path, self.settings = path, inference.ModelSettings.from_metadata(meta, framework="keras", path=path)
+        self.probabilities, self.explained = list(probabilities), []
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        p = np.array([self.probabilities.pop(0) for _ in images])
+        return np.stack([1.0 - p, p], axis=1)
+
+    def cams(self, images: np.ndarray, classes) -> np.ndarray:
+        self.explained += [int(k) for k in classes]
+        return np.stack([gradcam_maps.normalize_cam(image.astype(np.float32) - image.min()) for image in images])
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+def test_predict_writes_overlays_at_each_images_own_size(resize, tmp_path):
+    """Two non-square images with a bright spot: overlays keep their size, the peak is the spot, in their pixels."""
+    spots = {"tall.png": ((120, 70), (30, 50)), "wide.png": ((60, 160), (40, 20))}  # (height, width), (row, col)
+    for name, ((height, width), (row, col)) in spots.items():
+        rows, cols = np.mgrid[:height, :width]
+        blob = np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / 50.0)
+        Image.fromarray(np.uint8(np.round(30 + 200 * blob))).save(tmp_path / name)
+    model = _SpotModel(tmp_path / "m.keras", resize, [0.9, 0.7])  # stored threshold 0.8: PNEUMONIA, NORMAL
+    result = inference.predict_files(model, [tmp_path], tmp_path / "p.csv", cam_dir=tmp_path / "cams")
+    assert result["predicted"] == 2 and model.explained == [1, 0]  # the decided classes are explained
+    index = pd.read_csv(tmp_path / "cams" / "cam_index.csv")
+    assert [Path(p).name for p in index["path"]] == ["tall.png", "wide.png"]
+    assert list(index["predicted"]) == ["PNEUMONIA", "NORMAL"] and list(index["probability"]) == [0.9, 0.3]
+    for row in index.itertuples():
+        (height, width), spot = spots[Path(row.path).name]
+        with Image.open(tmp_path / "cams" / row.overlay) as overlay:
+            assert overlay.size == (width, height)
+        assert (tmp_path / "cams" / row.figure).is_file()
+        assert abs(row.peak_row - spot[0]) <= 4 and abs(row.peak_col - spot[1]) <= 4

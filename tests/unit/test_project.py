@@ -15,7 +15,8 @@ from tests import import_graph
 from xraylib import cli, config
 
 FRAMEWORK_FREE = ["xraylib", "xraylib.config", "xraylib.data", "xraylib.images", "xraylib.metrics",
-                  "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam", "xraylib.errors",
+                  "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam_maps", "xraylib.gradcam_scores",
+                  "xraylib.gradcam_sets", "xraylib.gradcam_figures", "xraylib.gradcam_overlays", "xraylib.errors",
                   "xraylib.model_files", "xraylib.schema", "xraylib.inference", "xraylib.evaluation"]
 
 

@@ -202,7 +202,7 @@ def test_choices_agree_with_the_code():
     assert _choices(schema.TtaMode) == set(_constant("tf_model", "TTA_MODES"))
     assert _choices(schema.FlipMode) == set(_constant("tf_layers", "FLIP_MODES"))
     assert _choices(schema.Arch) == set(_constant("torch_model", "BUILDERS"))
-    assert _choices(schema.Colormap) == set(_constant("gradcam", "COLORMAPS"))
+    assert _choices(schema.Colormap) == set(_constant("gradcam_maps", "COLORMAPS"))
     applications = _constant("tf_model", "_APPLICATIONS")
     assert {k: v[2] for k, v in applications.items()} == {k: v for k, v in schema.BACKBONE_MIN_SIZE.items()
                                                           if k != "small_cnn"}

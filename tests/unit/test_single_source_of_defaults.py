@@ -161,10 +161,10 @@ def test_builders_have_no_defaults_for_params_keys(module, name, params):
 
 # Functions that read params sections: none may fall back to a value of its own with .get(key, default).
 READERS = {
-    "torch_train.py": ("shared_settings", "configs_from_params", "main"),
+    "torch_train.py": ("shared_settings", "configs_from_params"),
+    "cli.py": ("notebook_parameters", "load_params"),
     "tf_train.py": ("from_params",),
     "data.py": ("build_manifest",),
-    "cli.py": ("notebook_parameters",),
 }
 
 

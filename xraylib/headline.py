@@ -1,0 +1,54 @@
+"""The study's headline numbers: one small ``reports/metrics/summary.json`` for ``dvc metrics show``.
+
+The detailed JSONs (``binary.json``, ``multiclass.json``, ``gradcam.json``,
+``data_*.json``) stay outputs of their stages; DVC declares only this summary as
+metrics, so ``dvc metrics show``, ``dvc metrics diff`` and ``dvc exp show`` print
+about ten columns instead of hundreds. Keys are short on purpose (they are the
+column names):
+
+* ``binary``: internal test ROC-AUC with its 95 % bootstrap interval (``auc``,
+  ``auc_lo``, ``auc_hi``), sensitivity and specificity at the threshold chosen on
+  validation (``sens``, ``spec``, ``thr``);
+* ``multi`` (the four-class study): the run with the lowest validation loss (chosen
+  on validation, never on test; ``run``) and its test accuracy ``acc`` and macro-F1 ``f1``;
+* ``shortcuts``: models the Grad-CAM analysis flags as looking outside the lungs;
+* ``synthetic``: 1 when the numbers come from the synthetic demo data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from xraylib import config, outputs
+
+SOURCES = ("binary", "multiclass", "gradcam", "data_binary", "data_multiclass")
+
+
+def _read(folder: Path, name: str) -> dict:
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{config.relative_to_project(path)} not found; run `dvc repro` to produce it")
+    return json.loads(path.read_text())
+
+
+def headline_metrics(metrics_dir: str | Path | None = None) -> dict:
+    """The summary (module docstring) from the detailed metrics in ``metrics_dir`` (default ``reports/metrics``)."""
+    folder = config.METRICS_DIR if metrics_dir is None else config.resolve(metrics_dir)
+    binary, multiclass, gradcam, *data = (_read(folder, name) for name in SOURCES)
+    test, chosen = binary["test"], binary["test"]["youden_val"]
+    runs = multiclass["runs"]
+    best = min(runs, key=lambda name: runs[name]["best_val_loss"])
+    return {
+        "binary": {"auc": test["roc_auc"], "auc_lo": test["roc_auc_ci"][0], "auc_hi": test["roc_auc_ci"][1],
+                   "sens": chosen["sensitivity"], "spec": chosen["specificity"], "thr": chosen["threshold"]},
+        "multi": {"run": best, "acc": runs[best]["test"]["accuracy"], "f1": runs[best]["test"]["macro_f1"]},
+        "shortcuts": len(gradcam["shortcut_findings"]),
+        "synthetic": int(any(part["synthetic"] for part in data)),
+    }
+
+
+def write_summary(metrics_dir: str | Path | None = None) -> Path:
+    """Write ``summary.json`` beside the detailed metrics it summarises (4 digits: headline precision)."""
+    folder = config.METRICS_DIR if metrics_dir is None else config.resolve(metrics_dir)
+    return outputs.write_json(headline_metrics(folder), folder / "summary.json", digits=4)
