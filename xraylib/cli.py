@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xraylib {__version__} (project: {_project_label()})")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (also: {errors.DEBUG_ENV}=1, e.g. under dvc repro)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synthesize", help="generate the synthetic demo data (binary and 4-class)")
     p.add_argument("--out", help="output folder (default data/raw/synthetic)")
@@ -610,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays to DIR")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("cams", help=argparse.SUPPRESS,  # internal: notebook 05's Keras Grad-CAM subprocess
+    # Internal (notebook 05's Keras Grad-CAM subprocess): a parser without help= is not listed by --help.
+    p = sub.add_parser("cams",
                        description="Internal: Grad-CAM maps of a Keras model on a CSV of images, written to an .npz "
                                    "file (run by notebook 05 in a TensorFlow subprocess).")
     p.add_argument("model", help="saved model (.keras, with its .json sidecar)")
