@@ -29,23 +29,32 @@ KAGGLE_DATASETS = {
 }
 
 
+def _overrides(args: argparse.Namespace) -> tuple[dict, str]:
+    """``{dotted key: value}`` of ``--profile NAME`` then ``--set key=value``, and where they come from (for errors)."""
+    from xraylib import schema
+
+    overrides = profile_overrides(args.profile) if args.profile else {}
+    overrides.update(schema.parse_override(text) for text in args.set or [])
+    source = " + ".join([Path(args.params).name if args.params else "params.yaml",
+                         *([f"profiles/{args.profile}.yaml"] if args.profile else []), *(["--set"] if args.set else [])])
+    return overrides, source
+
+
+def _validated(args: argparse.Namespace, overrides: dict, source: str) -> dict:
+    from xraylib import schema
+
+    params = schema.apply_overrides(config.load_params(args.params, validate=False), overrides)
+    schema.validate_params(params, source=source)
+    return params
+
+
 def load_params(args: argparse.Namespace) -> dict:
     """params.yaml (or ``--params FILE``) with ``--profile NAME`` and ``--set key=value`` applied, validated.
 
     The one way every command reads its parameters; a run outside DVC changes a
     value here instead of editing params.yaml.
     """
-    from xraylib import schema
-
-    params = config.load_params(args.params, validate=False)
-    overrides = profile_overrides(args.profile) if getattr(args, "profile", None) else {}
-    overrides.update(schema.parse_override(text) for text in getattr(args, "set", None) or [])
-    source = " + ".join([Path(args.params).name if args.params else "params.yaml",
-                         *([f"profiles/{args.profile}.yaml"] if getattr(args, "profile", None) else []),
-                         *(["--set"] if getattr(args, "set", None) else [])])
-    params = schema.apply_overrides(params, overrides)
-    schema.validate_params(params, source=source)
-    return params
+    return _validated(args, *_overrides(args))
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -392,13 +401,8 @@ def profile_overrides(name: str) -> dict:
 
 
 def cmd_exp(args: argparse.Namespace) -> int:
-    from xraylib import schema
-
-    overrides = profile_overrides(args.profile)
-    params = config.load_params()
-    # Fails early, naming each key, if the profile is stale or sets a value the schema refuses.
-    schema.validate_params(schema.apply_overrides(params, overrides),
-                           source=f"params.yaml + profiles/{args.profile}.yaml")
+    overrides, source = _overrides(args)  # the profile (exp's argument), then any --set
+    _validated(args, overrides, source)  # fails early, naming each key, on a stale profile or a refused value
     command = ["dvc", "exp", "run", *args.dvc_args]
     for key, value in overrides.items():
         command += ["-S", f"{key}={json.dumps(value)}"]
