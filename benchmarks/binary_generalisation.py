@@ -3,7 +3,11 @@
 Internal test accuracy on Kermany's training folder is optimistic: models that
 reach ROC-AUC 0.99 on a patient-level split of it lose a lot on other patients
 (the Kaggle test split: ~82 % accuracy, ~55 % specificity for public models).
-This script compares, on one patient-level split and a fixed subset:
+This script compares, on one patient-level split and a fixed subset, and ranks the
+variants on the validation split and on the external development set (half of the
+official Kaggle test split, by patient: ``../shared/data/kermany224_external_dev``)
+-- **never on a test split**: the internal test split is not even loaded, so no
+choice made from this table can leak test information into a profile:
 
 * preprocessing: ``equalize`` none / hist / clahe, and ``input_norm``
   standardize_backbone (per-image z-score then the backbone's range) vs backbone
@@ -12,7 +16,7 @@ This script compares, on one patient-level split and a fixed subset:
   the top block (Xception block 14);
 * test-time augmentation (mean over image and mirror image).
 
-Besides the clean internal test split, every model is scored on the same test
+Besides the clean validation split, every model is scored on the same validation
 images under acquisition-like intensity shifts applied BEFORE equalisation
 (gamma 0.6 = brighter soft tissue, gamma 1.6 = darker, contrast x0.6), a proxy
 for other machines and exposure settings, and on the 16 original-resolution
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--max-train", type=int, default=1000, help="training images (stratified subset)")
     parser.add_argument("--max-val", type=int, default=300)
-    parser.add_argument("--max-test", type=int, default=400)
+    parser.add_argument("--external", default=None,
+                        help="external development set (class folders); default ../shared/data/kermany224_external_dev")
     parser.add_argument("--variants", default="none_std,hist_std,none_plain", help=f"comma list of {list(VARIANTS)}")
     parser.add_argument("--heads", default="head,head_ls0.1,finetune_b14", help=f"comma list of {list(HEADS)}")
     parser.add_argument("--seed", type=int, default=42)
@@ -117,12 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         manifest = data.load_manifest("binary", tmp)
     classes = data.class_names(manifest)
     frames = {s: subset(manifest[manifest["split"] == s], n, args.seed)
-              for s, n in (("train", args.max_train), ("val", args.max_val), ("test", args.max_test))}
+              for s, n in (("train", args.max_train), ("val", args.max_val))}  # the test split is never used here
+    external = config.resolve(args.external) if args.external else config.shared_path("data", "kermany224_external_dev")
+    if external and external.is_dir():
+        ext_paths = sorted(str(p) for p in external.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+        frames["ext"] = pd.DataFrame({"path": ext_paths,
+                                      "label": ["PNEUMONIA" if "PNEUMONIA" in p else "NORMAL" for p in ext_paths]})
     labels = {s: np.array([classes.index(v) for v in f["label"]]) for s, f in frames.items()}
     original = config.shared_path("data", "kermany_val_original")
     orig_paths = sorted(str(p) for p in original.rglob("*.jpeg")) if original else []
     orig_y = np.array([int("PNEUMONIA" in p) for p in orig_paths])
-    print(f"subset: train {len(labels['train'])}, val {len(labels['val'])}, test {len(labels['test'])} images; "
+    print(f"subset: train {len(labels['train'])}, val {len(labels['val'])}, external dev {len(labels.get('ext', []))} "
+          f"images; "
           f"{args.image_size} px; original val images: {len(orig_paths)}", flush=True)
 
     rows = []
@@ -138,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         run = lambda x: lower.predict(x, batch_size=32, verbose=0).astype(np.float16)  # noqa: E731
         sets = {s: prepared(f["path"], size, equalize) for s, f in frames.items()}
         cache = {s: run(x) for s, x in sets.items()}
-        cache.update({f"{s}_flip": run(sets[s][:, :, ::-1]) for s in ("val", "test")})
+        cache.update({f"{s}_flip": run(sets[s][:, :, ::-1]) for s in sets if s != "train"})
         for shift, fn in SHIFTS.items():
-            cache[f"test_{shift}"] = run(prepared(frames["test"]["path"], size, equalize, fn))
+            cache[f"val_{shift}"] = run(prepared(frames["val"]["path"], size, equalize, fn))
         if orig_paths:
             x = prepared(orig_paths, size, equalize)
             cache["orig"], cache["orig_flip"] = run(x), run(x[:, :, ::-1])
@@ -170,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
                 threshold = metrics.youden_threshold(labels["val"], view("val"))
                 row = {"variant": variant, "equalize": equalize, "input_norm": norm, "head": head, "tta": tta,
                        "epochs": len(history), "threshold": threshold,
-                       "val_auc": metrics.binary_report(labels["val"], view("val"), {}, 1)["roc_auc"],
-                       "test_auc": metrics.binary_report(labels["test"], view("test"), {}, 1)["roc_auc"]}
-                row.update({f"test_{k}": v for k, v in rates(labels["test"], view("test"), threshold).items()})
+                       "val_auc": metrics.binary_report(labels["val"], view("val"), {}, 1)["roc_auc"]}
+                if "ext" in labels:
+                    row["ext_auc"] = metrics.binary_report(labels["ext"], view("ext"), {}, 1)["roc_auc"]
+                    row.update({f"ext_{k}": v for k, v in rates(labels["ext"], view("ext"), threshold).items()})
                 for shift in SHIFTS:
-                    p = predict[f"test_{shift}"]
-                    row[f"{shift}_auc"] = metrics.binary_report(labels["test"], p, {}, 1)["roc_auc"]
-                    row[f"{shift}_specificity"] = rates(labels["test"], p, threshold)["specificity"]
+                    p = predict[f"val_{shift}"]
+                    row[f"{shift}_auc"] = metrics.binary_report(labels["val"], p, {}, 1)["roc_auc"]
+                    row[f"{shift}_specificity"] = rates(labels["val"], p, threshold)["specificity"]
                 if orig_paths:
                     p = view("orig")
                     row["orig16_auc"] = metrics.binary_report(orig_y, p, {}, 1)["roc_auc"]
@@ -186,14 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-2].items()}),
                   flush=True)
     table = pd.DataFrame(rows)
+    rank_by = "ext_auc" if "ext_auc" in table else "val_auc"
+    table = table.sort_values(rank_by, ascending=False, kind="stable")
     out = config.resolve(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.round(4).to_csv(out, index=False)
-    shown = ["variant", "head", "tta", "val_auc", "test_auc", "test_sensitivity", "test_specificity",
+    shown = ["variant", "head", "tta", "val_auc", *[c for c in ("ext_auc", "ext_sensitivity", "ext_specificity")
+                                                    if c in table],
              "gamma0.6_auc", "gamma1.6_auc", "contrast0.6_auc", "gamma1.6_specificity"]
     shown += [c for c in ("orig16_auc", "orig16_specificity") if c in table]
     print(table[shown].round(3).to_string(index=False))
-    print(f"wrote {config.relative_to_project(out)}; total {time.time() - started:.0f} s")
+    print(f"ranked by {rank_by} ({len(table)} variants tried); "
+          f"wrote {config.relative_to_project(out)}; total {time.time() - started:.0f} s")
     return 0
 
 

@@ -67,7 +67,29 @@ def check_evaluate(model, folder: Path, tmp_path: Path, predicted: pd.DataFrame)
     accuracy = float((table["label"] == table["predicted"]).mean())
     stored = summary.get("stored_threshold", summary)  # binary: per threshold; multi-class: top level
     assert abs(stored["accuracy"] - accuracy) <= 1e-6  # metrics.json keeps 6 digits
+    low, high = stored["accuracy_ci"]  # every figure carries its interval, and says how it was made
+    assert low - 1e-6 <= stored["accuracy"] <= high + 1e-6
+    assert summary["bootstrap"]["n_resamples"] == 1000 and summary["bootstrap"]["images"] == len(table)
     return summary
+
+
+def check_recalibration(model, folder: Path, tmp_path: Path) -> dict:
+    """A model carrying a recalibration map: evaluate reports calibration before and after it, with intervals,
+    and the decisions (predictions.csv) stay those of the raw probabilities."""
+    import dataclasses
+
+    plain = inference.evaluate_folder(model, folder, tmp_path / "plain")
+    model.settings = dataclasses.replace(model.settings, recalibration={"method": "temperature", "temperature": 3.0})
+    result = inference.evaluate_folder(model, folder, tmp_path / "recalibrated")
+    block = result["report"]["calibration"]
+    assert block["method"]["temperature"] == 3.0
+    for when in ("before", "after"):
+        assert block[when]["ece"] is not None and len(block[when]["ece_ci"]) == 2
+    assert block["before"]["ece"] == plain["report"]["ece"]  # "before" is the model as trained
+    assert block["after"]["brier"] != block["before"]["brier"]
+    same = pd.read_csv(tmp_path / "plain" / "predictions.csv")["predicted"]
+    assert list(pd.read_csv(tmp_path / "recalibrated" / "predictions.csv")["predicted"]) == list(same)
+    return block
 
 
 def check_cams(model, folder: Path, tmp_path: Path) -> np.ndarray:

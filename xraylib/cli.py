@@ -354,7 +354,7 @@ def cmd_plots_page(args: argparse.Namespace) -> int:
 def cmd_model_cards(args: argparse.Namespace) -> int:
     from xraylib import model_card
 
-    for path in model_card.cards_from_metrics():
+    for path in model_card.cards_from_metrics(models_dir=config.MODELS_DIR, next_to_weights=args.next_to_weights):
         print(f"wrote {config.relative_to_project(path)}")
     return 0
 
@@ -503,12 +503,15 @@ def cmd_cams(args: argparse.Namespace) -> int:
     """Internal: Grad-CAM maps of a Keras model on a CSV of images, to an ``.npz`` file, in this (TensorFlow) process.
 
     Notebook 05 runs it in a subprocess (:func:`xraylib.gradcam_sets.run_keras_cams`), since
-    TensorFlow and torch cannot share one process; the maps come from :func:`xraylib.tf_gradcam.write_camset`.
+    TensorFlow and torch cannot share one process; the maps (and their deletion curves) come from
+    :func:`xraylib.tf_gradcam.write_camset`.
     """
     from xraylib import tf_gradcam
 
     camset = tf_gradcam.write_camset(config.user_path(args.model), config.user_path(args.images),
-                                     config.user_path(args.out), name=args.name, batch_size=args.batch_size)
+                                     config.user_path(args.out), name=args.name, batch_size=args.batch_size,
+                                     deletion_steps=args.deletion_steps, deletion_baseline=args.deletion_baseline,
+                                     seed=args.seed)
     print(f"{len(camset)} Grad-CAM maps ({camset.info['target_layer']}) -> {args.out}")
     return 0
 
@@ -559,7 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default reports/plots_page)")
     p.set_defaults(func=cmd_plots_page)
 
-    p = sub.add_parser("model-cards", help="write reports/model_cards/*.md from the metrics of the trained models")
+    p = sub.add_parser("model-cards", help="write reports/model_cards/*.md (Mitchell et al. 2019 sections, Hugging Face "
+                       "model-card metadata) from the metrics of the trained models; offline")
+    p.add_argument("--next-to-weights", action="store_true", help="also write each card, Grad-CAM included, as "
+                   "README.md into its existing model folder (models/binary, models/multiclass/<run>), replacing the "
+                   "card the training stage wrote there. Not in the DVC stage: those folders are outputs of the "
+                   "training stages, and a changed file in them makes DVC see them as changed")
     p.set_defaults(func=cmd_model_cards)
 
     p = sub.add_parser("install-kernel", help="register this environment as the notebooks' Jupyter kernel")
@@ -623,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npz file to write")
     p.add_argument("--name", default="binary", help="name of the model in reports (default: binary)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward/backward pass (default: 16)")
+    p.add_argument("--deletion-steps", type=int, default=0, help="steps of the deletion curves (default: 0, none)")
+    p.add_argument("--deletion-baseline", default="blur", help="what deleted pixels become: blur or mean")
+    p.add_argument("--seed", type=int, default=0, help="seed of the curves' random pixel order (default: 0)")
     p.set_defaults(func=cmd_cams)
     return parser
 

@@ -2,22 +2,28 @@
 
 Every source is read into the same manifest (one row per readable image):
 
-==============  ==============================================================
-column          meaning
-==============  ==============================================================
-path            image file (relative to the project root when inside it)
-label           class name
-patient_id      patient identifier parsed from the file name, else the file
-source_split    split given by the source (``train``/``val``/``test`` or "")
-subtype         Kermany pneumonia subtype from the file name (bacteria/virus)
-width, height   size in pixels of the original file
-mode            PIL mode of the original file (``L``, ``RGB``, ``I;16`` ...)
-sha256          hash of the file bytes
-duplicate_group shared by byte-identical files ("" when unique)
-lesion_mask     ground-truth lesion mask (synthetic data only)
-lung_mask       lung mask (COVID-19 Radiography masks/, synthetic lung_masks/)
-split           train / val / test after :func:`assign_splits`
-==============  ==============================================================
+====================  ==============================================================
+column                meaning
+====================  ==============================================================
+path                  image file (relative to the project root when inside it)
+label                 class name
+patient_id            patient identifier parsed from the file name, else
+                      ``file:<path>`` (one "patient" per image: an image-level split)
+source_split          split given by the source (``train``/``val``/``test`` or "")
+subtype               Kermany pneumonia subtype from the file name (bacteria/virus)
+width, height         size in pixels of the original file
+mode                  PIL mode of the original file (``L``, ``RGB``, ``I;16`` ...)
+sha256                hash of the file bytes
+duplicate_group       shared by byte-identical files ("" when unique)
+near_duplicate_group  shared by near-identical images of one label that are not
+                      byte-identical, e.g. re-encoded copies ("" when none)
+leakage_group         the group of :func:`leakage_groups` (``g00001`` ...): images
+                      that must stay in one split (patient, identical bytes,
+                      near-duplicates); the cluster for a patient-level bootstrap
+lesion_mask           ground-truth lesion mask (synthetic data only)
+lung_mask             lung mask (COVID-19 Radiography masks/, synthetic lung_masks/)
+split                 train / val / test after :func:`assign_splits`
+====================  ==============================================================
 
 Files that cannot be decoded are not in the manifest: they go to a quarantine
 table with the reason, and the run goes on. Raw files are only read.
@@ -35,8 +41,16 @@ Rules for what a scan reads (the same for ``prepare``, ``evaluate`` and ``predic
   decompression-bomb limit, cannot be opened (permission) or exhausts memory is
   quarantined with the reason; a class folder that cannot be listed likewise.
 * The same picture under two labels, byte-identical or near-identical (perceptual
-  hash candidates confirmed on 64x64 thumbnails), is a **label conflict**: every
-  image of the conflict is left out and listed in ``label_conflicts.csv``.
+  hash candidates confirmed on 64x64 thumbnails, :func:`near_identical_pairs`), is a
+  **label conflict**: every image of the conflict is left out and listed in
+  ``label_conflicts.csv``. Near-identical images under one label are kept, share a
+  ``near_duplicate_group`` and one split, and are listed in ``near_duplicates.csv``.
+  The rule finds re-encoded and rescaled copies (JPEG quality 30 to 95, 1.5x and 2x:
+  thumbnails < 1 grey level apart); it does not find cropped or re-framed copies (a
+  1-pixel border trim of a 224-pixel image moves them about 2 grey levels, a 2-pixel
+  trim about 4) nor copies with changed brightness or contrast.
+* Where a file name carries no patient id, the image is its own "patient": the split is
+  image-level for it, and :func:`build_manifest` says so (a warning and ``split_level``).
 * ``prepare`` fails, naming the folder, when a class of the task has no usable image.
 
 Sources
@@ -69,6 +83,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
@@ -82,10 +98,13 @@ KERMANY3_CLASSES = ("NORMAL", "BACTERIA", "VIRUS")
 COVID_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 MANIFEST_COLUMNS = [
     "path", "label", "patient_id", "source_split", "subtype", "width", "height", "mode",
-    "sha256", "duplicate_group", "lesion_mask", "lung_mask",
+    "sha256", "duplicate_group", "near_duplicate_group", "leakage_group", "lesion_mask", "lung_mask",
 ]
 QUARANTINE_COLUMNS = ["path", "label", "reason"]
 CONFLICT_COLUMNS = ["conflict_group", "path", "label", "patient_id", "sha256", "evidence"]
+NEAR_DUPLICATE_COLUMNS = ["near_duplicate_group", "path_a", "path_b", "label_a", "label_b", "patient_a", "patient_b",
+                          "hash_bits", "mean_difference", "split_a", "split_b"]
+PAIR_COLUMNS = ["a", "b", "hash_bits", "mean_difference"]
 MASK_FOLDERS = ("masks", "lung_masks", "lesion_masks")
 # Files beside class folders that are documentation, not misplaced images (the COVID-19 Radiography
 # download has README.md.txt and one metadata .xlsx per class at its root).
@@ -94,7 +113,8 @@ DOCUMENT_SUFFIXES = (".md", ".txt", ".rst", ".csv", ".tsv", ".xlsx", ".xls", ".j
 # Near-identical images: perceptual hashes (imagehash.phash, 64 bits) at most this many bits apart are
 # candidates, confirmed when their 64x64 thumbnails differ by at most this mean absolute grey level (of 255).
 # Measured (benchmarks/README.md): different patients' images differ by >= 14 (Kermany train, 5,216 images)
-# and >= 5.9 (synthetic demo data); the same picture re-encoded differs by < 1.
+# and >= 5.9 (synthetic demo data); the same picture re-encoded differs by < 1. One rule for label conflicts
+# (pairs under two labels) and near-duplicate groups (pairs under one label).
 NEAR_IDENTICAL_HASH_BITS = 8
 NEAR_IDENTICAL_MEAN_DIFFERENCE = 2.0
 
@@ -107,6 +127,18 @@ _PATIENT_PATTERNS = (
     (re.compile(r"^(?:NORMAL\d*-)?IM-(\d+)-", re.IGNORECASE), lambda m: f"IM-{m.group(1)}"),
     # Synthetic data: synpat0012_1.png, COVID-synpat0012_1.png -> synpat0012
     (re.compile(r"(synpat\d+)_", re.IGNORECASE), lambda m: m.group(1).lower()),
+)
+
+
+# Patient ids the Kermany patterns above give (the caveat of the data report applies to them).
+_KERMANY_ID = re.compile(r"^(?:person\d+|IM-\d+)$")
+FILE_ID_PREFIX = "file:"
+KERMANY_ID_CAVEAT = (
+    "Kermany patient ids are the numbers in the file names, taken as published: personN in pneumonia names "
+    "(personN_bacteria_K, personN_virus_K) and IM-NNNN in normal names (IM-NNNN-K and NORMAL2-IM-NNNN-K are both "
+    "read as IM-NNNN, so if they are two children they are kept together: a coarser split, no leakage). "
+    "person and IM numbers are separate numbering schemes that cannot be matched: a child with images in both "
+    "classes, or under two numbers, is not grouped (only byte-identical and near-identical copies are)."
 )
 
 
@@ -142,6 +174,8 @@ class ScanResult:
     ``counts`` holds ``nested_images`` (read from subfolders of class folders) and
     ``hidden_skipped``; ``classes`` maps each class folder's label to what was found
     for it (``folders``, ``files``, ``quarantined``, ``conflicts``, ``usable``).
+    ``near_duplicates`` lists the near-identical pairs of usable images that are not
+    byte-identical (:data:`NEAR_DUPLICATE_COLUMNS`, splits still empty).
     """
 
     manifest: pd.DataFrame
@@ -152,6 +186,7 @@ class ScanResult:
     conflicts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONFLICT_COLUMNS))
     counts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
+    near_duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=NEAR_DUPLICATE_COLUMNS))
 
     def unusable_classes(self) -> dict[str, str]:
         """``{label: why}`` for class folders that gave no usable image."""
@@ -389,10 +424,12 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
                 "lung_mask": config.relative_to_project(lung) if lung is not None and lung.is_file() else "",
                 "_folder_label": label,
             })
-    frame = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c != "duplicate_group"] + ["_folder_label"])
-    conflicts = label_conflicts(frame, phashes, thumbnails)
+    derived = ("duplicate_group", "near_duplicate_group", "leakage_group")
+    frame = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c not in derived] + ["_folder_label"])
+    pairs = near_identical_pairs(phashes, thumbnails)
+    conflicts = label_conflicts(frame, pairs)
+    in_conflict = frame["path"].isin(conflicts["path"]).to_numpy()
     if len(conflicts):
-        in_conflict = frame["path"].isin(conflicts["path"])
         for label, n in frame.loc[in_conflict, "_folder_label"].value_counts().items():
             classes[label]["conflicts"] += int(n)
         notes.append(f"{len(conflicts)} image(s) in {conflicts['conflict_group'].nunique()} label conflict(s) "
@@ -404,7 +441,15 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
     if manifest.empty:
         raise ValueError(f"no usable image under data root '{root}' (source {source!r}); "
                          f"{len(bad)} file(s) quarantined, {len(conflicts)} in label conflicts")
+    # pairs among the images kept (a pair under two labels is a conflict, so those left are under one label)
+    index = np.full(len(in_conflict), -1)
+    index[~in_conflict] = np.arange(len(manifest))
+    pairs = pairs.assign(a=index[pairs["a"].to_numpy()], b=index[pairs["b"].to_numpy()])
+    pairs = pairs[(pairs["a"] >= 0) & (pairs["b"] >= 0)].reset_index(drop=True)
     manifest.insert(MANIFEST_COLUMNS.index("duplicate_group"), "duplicate_group", _duplicate_groups(manifest["sha256"]))
+    near_groups, near_duplicates = _near_duplicates(manifest, pairs)
+    manifest.insert(MANIFEST_COLUMNS.index("near_duplicate_group"), "near_duplicate_group", near_groups)
+    manifest.insert(MANIFEST_COLUMNS.index("leakage_group"), "leakage_group", leakage_group_names(manifest))
     quarantine = pd.DataFrame(bad, columns=QUARANTINE_COLUMNS)
     if counts["nested_images"]:
         notes.append(f"{counts['nested_images']} image file(s) read from subfolders of class folders "
@@ -412,7 +457,8 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return ScanResult(manifest, quarantine, notes, source, config.relative_to_project(root), conflicts,
-                      {"nested_images": counts["nested_images"], "hidden_skipped": counts["hidden_skipped"]}, classes)
+                      {"nested_images": counts["nested_images"], "hidden_skipped": counts["hidden_skipped"]}, classes,
+                      near_duplicates)
 
 
 def collect_images(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -455,23 +501,58 @@ def _unusable(path: Path) -> str | None:
     return None
 
 
-def label_conflicts(manifest: pd.DataFrame, phashes: list, thumbnails: list, *,
-                    max_hash_bits: int = NEAR_IDENTICAL_HASH_BITS,
-                    max_mean_difference: float = NEAR_IDENTICAL_MEAN_DIFFERENCE) -> pd.DataFrame:
+def near_identical_pairs(phashes, thumbnails, *, max_hash_bits: int = NEAR_IDENTICAL_HASH_BITS,
+                         max_mean_difference: float = NEAR_IDENTICAL_MEAN_DIFFERENCE) -> pd.DataFrame:
+    """Every pair of images that shows the same picture, whatever their labels (columns :data:`PAIR_COLUMNS`).
+
+    Candidates are rows whose perceptual hashes (``phashes``: 64 booleans per row, from
+    imagehash) are at most ``max_hash_bits`` apart; a candidate is confirmed when the
+    rows' 64x64 ``thumbnails`` differ by at most ``max_mean_difference`` grey levels (of
+    255) on average. Byte-identical files are found too. ``a < b`` are row positions.
+    """
+    n = len(phashes)
+    if n < 2:
+        return pd.DataFrame({"a": [], "b": [], "hash_bits": [], "mean_difference": []}).astype(
+            {"a": int, "b": int, "hash_bits": int})
+    packed = np.packbits(np.asarray(phashes, dtype=bool).reshape(n, -1), axis=1)
+    words = packed.view(np.uint64).ravel() if packed.shape[1] == 8 else None
+    found_a, found_b, found_bits = [], [], []
+    for start in range(0, n, 1024):  # each row against itself and the rows after it
+        stop = min(n, start + 1024)
+        if words is not None:
+            distance = np.bitwise_count(words[start:stop, None] ^ words[None, start:])
+        else:  # pragma: no cover - imagehash's default hash is 64 bits
+            distance = np.unpackbits(packed[start:stop, None] ^ packed[None, start:], axis=2).sum(axis=2)
+        rows, cols = np.nonzero(distance <= max_hash_bits)
+        later = cols > rows
+        rows, cols = rows[later], cols[later]
+        found_a.append(rows + start)
+        found_b.append(cols + start)
+        found_bits.append(distance[rows, cols].astype(int))
+    a, b, bits = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_bits)
+    thumbs = np.asarray(thumbnails, dtype=np.int16).reshape(n, -1)
+    difference = np.empty(len(a))
+    for start in range(0, len(a), 4096):
+        chunk = slice(start, start + 4096)
+        difference[chunk] = np.abs(thumbs[a[chunk]] - thumbs[b[chunk]]).mean(axis=1)
+    keep = difference <= max_mean_difference
+    return pd.DataFrame({"a": a[keep], "b": b[keep], "hash_bits": bits[keep], "mean_difference": difference[keep]})
+
+
+def label_conflicts(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Images that show the same picture under different labels (columns :data:`CONFLICT_COLUMNS`).
 
-    Byte-identical files (same ``sha256``) with different labels, and near-identical
-    ones: perceptual hashes (``phashes``, 64 booleans per row, from imagehash) at most
-    ``max_hash_bits`` apart, confirmed when the rows' 64x64 ``thumbnails`` differ by at
-    most ``max_mean_difference`` grey levels on average. Pairs join into groups; every
-    member of a group is listed (with the evidence that linked it), also members that
-    share the label, since it cannot be told which label is right.
+    Byte-identical files (same ``sha256``) with different labels, and the pairs of
+    :func:`near_identical_pairs` (``pairs``, row positions in ``manifest``) whose labels
+    differ. Pairs join into groups; every member of a group is listed (with the evidence
+    that linked it), also members that share the label, since it cannot be told which
+    label is right.
     """
-    n = len(manifest)
-    if n < 2:
+    if len(manifest) < 2:
         return pd.DataFrame(columns=CONFLICT_COLUMNS)
     labels = manifest["label"].to_numpy()
     paths = manifest["path"].to_numpy()
+    sha = manifest["sha256"].to_numpy()
     links: dict[int, list[tuple[int, str]]] = {}
 
     def link(i: int, j: int, evidence: str) -> None:
@@ -482,21 +563,10 @@ def label_conflicts(manifest: pd.DataFrame, phashes: list, thumbnails: list, *,
         if len(rows) > 1 and len(set(labels[rows])) > 1:
             for j in rows[1:]:
                 link(int(rows[0]), int(j), "identical bytes")
-    packed = np.packbits(np.asarray(phashes, dtype=bool).reshape(n, -1), axis=1)
-    words = packed.view(np.uint64).ravel() if packed.shape[1] == 8 else None
-    thumbs = np.asarray(thumbnails, dtype=np.int16).reshape(n, -1)
-    for start in range(0, n, 1024):
-        block = slice(start, min(n, start + 1024))
-        if words is not None:
-            distance = np.bitwise_count(words[block, None] ^ words[None, :])
-        else:  # pragma: no cover - imagehash's default hash is 64 bits
-            distance = np.unpackbits(packed[block, None] ^ packed[None, :], axis=2).sum(axis=2)
-        rows, cols = np.nonzero((distance <= max_hash_bits) & (labels[block, None] != labels[None, :]))
-        for i, j in zip(rows + start, cols):
-            if i < j:
-                difference = float(np.abs(thumbs[i] - thumbs[j]).mean())
-                if difference <= max_mean_difference:
-                    link(int(i), int(j), f"near-identical (mean difference {difference:.2f} of 255)")
+    a, b = pairs["a"].to_numpy(dtype=int), pairs["b"].to_numpy(dtype=int)
+    cross = (labels[a] != labels[b]) & (sha[a] != sha[b])
+    for i, j, difference in zip(a[cross], b[cross], pairs["mean_difference"].to_numpy()[cross]):
+        link(int(i), int(j), f"near-identical (mean difference {difference:.2f} of 255)")
     if not links:
         return pd.DataFrame(columns=CONFLICT_COLUMNS)
     group_of: dict[int, int] = {}
@@ -514,7 +584,7 @@ def label_conflicts(manifest: pd.DataFrame, phashes: list, thumbnails: list, *,
         "path": paths[i],
         "label": labels[i],
         "patient_id": manifest["patient_id"].iat[i],
-        "sha256": manifest["sha256"].iat[i],
+        "sha256": sha[i],
         "evidence": "; ".join(f"{evidence} to {paths[j]} ({labels[j]})" for j, evidence in links[i]),
     } for i in sorted(group_of)], columns=CONFLICT_COLUMNS)
     return table.sort_values(["conflict_group", "path"]).reset_index(drop=True)
@@ -527,10 +597,47 @@ def _duplicate_groups(sha: pd.Series) -> list[str]:
     return [names.get(h, "") for h in sha]
 
 
-def leakage_groups(manifest: pd.DataFrame) -> np.ndarray:
-    """Connected groups of images that must stay together: same patient or identical bytes.
+def _near_duplicates(manifest: pd.DataFrame, pairs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """``near_duplicate_group`` per row and the table of near-duplicate pairs (not byte-identical ones).
 
-    Returns an integer group id per row (union-find over patient ids and sha256).
+    Groups are the connected images of ``pairs`` (row positions in ``manifest``) that
+    differ in bytes, named ``near0001`` ... in manifest order; byte-identical copies of a
+    member are in its group too (they match the same images).
+    """
+    sha = manifest["sha256"].to_numpy()
+    a, b = pairs["a"].to_numpy(dtype=int), pairs["b"].to_numpy(dtype=int)
+    differ = sha[a] != sha[b]
+    a, b, pairs = a[differ], b[differ], pairs[differ]
+    names = [""] * len(manifest)
+    if len(a):
+        members = np.unique(np.concatenate([a, b]))
+        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(manifest), len(manifest)))
+        _, component = connected_components(graph, directed=False)
+        numbers: dict[int, int] = {}
+        for i in members:  # ascending rows: groups numbered by their first image
+            names[i] = f"near{numbers.setdefault(component[i], len(numbers) + 1):04d}"
+    path, label, patient = (manifest[c].to_numpy() for c in ("path", "label", "patient_id"))
+    table = pd.DataFrame({
+        "near_duplicate_group": [names[i] for i in a],
+        "path_a": path[a], "path_b": path[b],
+        "label_a": label[a], "label_b": label[b],
+        "patient_a": patient[a], "patient_b": patient[b],
+        "hash_bits": pairs["hash_bits"].to_numpy(dtype=int),
+        "mean_difference": pairs["mean_difference"].to_numpy(dtype=float).round(3),
+        "split_a": "", "split_b": "",
+    }, columns=NEAR_DUPLICATE_COLUMNS)
+    return names, table.sort_values(["near_duplicate_group", "path_a", "path_b"]).reset_index(drop=True)
+
+
+# Columns whose shared values tie images into one leakage group ("" ties nothing).
+LEAKAGE_KEYS = ("patient_id", "sha256", "near_duplicate_group")
+
+
+def leakage_groups(manifest: pd.DataFrame) -> np.ndarray:
+    """Connected groups of images that must stay together: same patient, identical bytes or near-duplicates.
+
+    Returns an integer group id per row (union-find over the :data:`LEAKAGE_KEYS`
+    columns the manifest has; empty values join nothing).
     """
     parent = list(range(len(manifest)))
 
@@ -540,9 +647,11 @@ def leakage_groups(manifest: pd.DataFrame) -> np.ndarray:
             i = parent[i]
         return i
 
-    for column in ("patient_id", "sha256"):
+    for column in (c for c in LEAKAGE_KEYS if c in manifest.columns):
         first: dict[str, int] = {}
         for i, key in enumerate(manifest[column].to_numpy()):
+            if key == "" or pd.isna(key):
+                continue
             if key in first:
                 a, b = find(i), find(first[key])
                 if a != b:
@@ -552,6 +661,16 @@ def leakage_groups(manifest: pd.DataFrame) -> np.ndarray:
     roots = [find(i) for i in range(len(manifest))]
     _, ids = np.unique(roots, return_inverse=True)
     return ids
+
+
+def leakage_group_names(manifest: pd.DataFrame) -> list[str]:
+    """The ``leakage_group`` column: :func:`leakage_groups` as ``g00001`` ..., numbered in manifest order.
+
+    The same manifest (rows in the same order) always gives the same names; evaluation
+    code can resample these groups (a patient-clustered bootstrap) from the manifest alone.
+    """
+    numbers: dict[int, int] = {}
+    return [f"g{numbers.setdefault(group, len(numbers) + 1):05d}" for group in leakage_groups(manifest)]
 
 
 def _carve(frame: pd.DataFrame, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -579,8 +698,9 @@ def assign_splits(manifest: pd.DataFrame, *, val_fraction: float = 0.15, test_fr
       train and ``val_fraction`` of all images is re-drawn from the pool by
       patient group, as the original notebook intended but without leakage.
 
-    Groups join images that share a patient id or identical bytes, so neither a
-    patient nor a duplicate file can sit in two splits.
+    Groups (:func:`leakage_groups`) join images that share a patient id, identical
+    bytes or a near-duplicate group, so neither a patient nor a copy of an image can
+    sit in two splits. Where ids fell back to file names the split is image-level.
     """
     for name, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
         if not 0.0 < value < 0.5:
@@ -610,14 +730,21 @@ def assign_splits(manifest: pd.DataFrame, *, val_fraction: float = 0.15, test_fr
 
 
 def check_leakage(manifest: pd.DataFrame) -> dict:
-    """Count patients and identical files (sha256) that appear in more than one split.
+    """Count patients, identical files (sha256) and near-duplicate groups that appear in more than one split.
 
     Rows with split ``excluded`` are ignored. Returns a dict with the counts and
     up to five examples of each: patient ids, and for identical files their paths
-    joined by `` = `` (the hash prefix when the manifest has no ``path`` column).
+    joined by `` = `` (the hash prefix when the manifest has no ``path`` column);
+    ``near_duplicates_*`` are reported (0) also for a manifest without that column.
     """
     used = manifest[manifest["split"].isin(SPLITS)]
-    report: dict = {}
+    report: dict = {"near_duplicates_in_several_splits": 0, "near_duplicates_examples": []}
+    if "near_duplicate_group" in used.columns:
+        near = used[used["near_duplicate_group"] != ""]
+        n_splits = near.groupby("near_duplicate_group")["split"].nunique()
+        shared = sorted(n_splits[n_splits > 1].index)
+        report["near_duplicates_in_several_splits"] = len(shared)
+        report["near_duplicates_examples"] = [str(s) for s in shared[:5]]
     for column, name in (("patient_id", "patients"), ("sha256", "identical_files")):
         n_splits = used.groupby(column)["split"].nunique()
         shared = sorted(n_splits[n_splits > 1].index)
@@ -632,14 +759,16 @@ def check_leakage(manifest: pd.DataFrame) -> dict:
 
 
 def assert_no_leakage(manifest: pd.DataFrame) -> dict:
-    """Raise ``ValueError`` if any patient or identical file sits in two splits; else return the report."""
+    """Raise ``ValueError`` if a patient, identical file or near-duplicate group is in two splits; else the report."""
     report = check_leakage(manifest)
-    if report["patients_in_several_splits"] or report["identical_files_in_several_splits"]:
+    near = report["near_duplicates_in_several_splits"]
+    if report["patients_in_several_splits"] or report["identical_files_in_several_splits"] or near:
+        near_part = f" and {near} near-duplicate group(s) {report['near_duplicates_examples']}" if near else ""
         raise ValueError(
             "leakage between splits: "
             f"{report['patients_in_several_splits']} patient(s) {report['patients_examples']} and "
-            f"{report['identical_files_in_several_splits']} identical file(s) {report['identical_files_examples']} "
-            "appear in more than one split. Splits must be made by patient group (assign_splits)."
+            f"{report['identical_files_in_several_splits']} identical file(s) {report['identical_files_examples']}"
+            f"{near_part} appear in more than one split. Splits must be made by patient group (assign_splits)."
         )
     return report
 
@@ -703,13 +832,47 @@ def check_classes(scan: ScanResult, task: str) -> None:
         raise ValueError(f"the {task} task needs at least 2 classes, found {present} under '{scan.root}'")
 
 
+def patient_id_report(manifest: pd.DataFrame) -> tuple[dict, str | None]:
+    """Where the patient ids came from and what that makes of the split; returns ``(fields, warning)``.
+
+    ``fields`` are the data report's ``patient_ids_parsed``, ``patient_ids_from_file_names``
+    (ids that fell back to the file name, ``file:...``), ``patient_id_source`` (``parsed``,
+    ``file name`` or ``mixed``), ``split_level`` (``patient`` when every id is parsed,
+    ``image`` when none is, else ``mixed``) and ``patient_id_caveat`` (how Kermany ids are
+    read, when there are any; else ``None``). ``warning`` is a one-line message when any id
+    fell back to the file name, else ``None``.
+    """
+    ids = manifest["patient_id"].astype(str)
+    fallback = ids.str.startswith(FILE_ID_PREFIX).to_numpy()
+    n_file, n = int(fallback.sum()), len(manifest)
+    source, level = (("parsed", "patient") if n_file == 0 else ("file name", "image") if n_file == n
+                     else ("mixed", "mixed"))
+    fields = {
+        "patient_ids_parsed": n - n_file,
+        "patient_ids_from_file_names": n_file,
+        "patient_id_source": source,
+        "split_level": level,
+        "patient_id_caveat": KERMANY_ID_CAVEAT if ids.str.fullmatch(_KERMANY_ID.pattern).any() else None,
+    }
+    warning = None
+    if n_file:
+        example = Path(str(manifest["path"].to_numpy()[np.flatnonzero(fallback)[0]])).name
+        warning = (f"no patient ids in the file names of {n_file} of {n} images (e.g. {example}): splits are "
+                   "image-level for them, so images of one patient can sit in train and test (only identical and "
+                   "near-identical copies are kept together); test figures may be optimistic")
+    return fields, warning
+
+
 def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path | None = None,
                    *, progress: bool = True) -> dict:
     """Scan the task's source, check its classes, split it by patient, check leakage and write the results.
 
     Writes ``manifest.csv`` (with the split), ``quarantine.csv``,
-    ``label_conflicts.csv`` and ``summary.json`` to ``out_dir`` (default
-    ``data/processed/<task>``). Nothing is written when a check fails.
+    ``label_conflicts.csv``, ``near_duplicates.csv`` (near-identical pairs under one
+    label that are not byte-identical, with their splits) and ``summary.json`` to
+    ``out_dir`` (default ``data/processed/<task>``). Nothing is written when a check fails.
+    Where patient ids fell back to file names, a warning says that the split is
+    image-level for those images (also in the summary's ``warnings``).
 
     Args:
         data_params: the validated ``data`` section of params.yaml (every key present).
@@ -732,11 +895,20 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
         keep_official_test=bool(data_params["keep_official_test"]),
     )
     leakage = assert_no_leakage(manifest)
+    used = manifest[manifest["split"].isin(SPLITS)]
+    id_fields, id_warning = patient_id_report(used)
+    notes = list(scan.warnings)
+    if id_warning:
+        warnings.warn(id_warning, stacklevel=2)
+        notes.append(id_warning)
+    split_of = dict(zip(manifest["path"], manifest["split"]))
+    near = scan.near_duplicates.assign(split_a=scan.near_duplicates["path_a"].map(split_of),
+                                       split_b=scan.near_duplicates["path_b"].map(split_of))
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.write_table(manifest, out_dir / "manifest.csv")
     outputs.write_table(scan.quarantine, out_dir / "quarantine.csv")
     outputs.write_table(scan.conflicts, out_dir / "label_conflicts.csv")
-    used = manifest[manifest["split"].isin(SPLITS)]
+    outputs.write_table(near, out_dir / "near_duplicates.csv")
     summary = {
         "task": task,
         "source": source,
@@ -751,11 +923,16 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
         "hidden_skipped": int(scan.counts["hidden_skipped"]),
         "excluded_for_leakage": int((manifest["split"] == "excluded").sum()),
         "duplicate_files": int((manifest["duplicate_group"] != "").sum()),
+        "near_duplicate_pairs": int(len(near)),
+        "near_duplicate_images": int((manifest["near_duplicate_group"] != "").sum()),
+        "near_duplicate_pairs_cross_patient": int((near["patient_a"] != near["patient_b"]).sum()),
+        **id_fields,
         "per_split": {s: int((used["split"] == s).sum()) for s in SPLITS},
         "per_class": {k: int(v) for k, v in used["label"].value_counts().sort_index().items()},
         "leakage_patients": leakage["patients_in_several_splits"],
         "leakage_identical_files": leakage["identical_files_in_several_splits"],
-        "warnings": scan.warnings,
+        "leakage_near_duplicates": leakage["near_duplicates_in_several_splits"],
+        "warnings": notes,
     }
     outputs.write_json(summary, out_dir / "summary.json")
     return summary
@@ -770,7 +947,8 @@ def load_manifest(task: str, processed_dir: str | Path | None = None) -> pd.Data
     path = (config.resolve(processed_dir) if processed_dir else config.PROCESSED_DIR / task) / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found; run `dvc repro prepare_{task}` first")
-    return pd.read_csv(path, keep_default_na=False, dtype={"patient_id": str, "sha256": str, "source_split": str})
+    text = ("patient_id", "sha256", "source_split", "duplicate_group", "near_duplicate_group", "leakage_group")
+    return pd.read_csv(path, keep_default_na=False, dtype=dict.fromkeys(text, str))
 
 
 def class_names(manifest: pd.DataFrame) -> list[str]:

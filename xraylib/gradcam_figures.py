@@ -1,4 +1,4 @@
-"""Grad-CAM figures: notebook 05's per-class examples and the one-image figure of ``xraylib predict --cam``.
+"""Grad-CAM figures: notebook 05's per-class examples and deletion curves, and the figure of ``xraylib predict --cam``.
 
 Both blend the map into the image (:func:`xraylib.gradcam_maps.apply_mask`) and
 carry a colour bar of the map's relative values (:func:`add_colorbar`). The
@@ -63,6 +63,46 @@ def plot_class_examples(camset: CamSet, class_index: int, n: int = 4, seed: int 
     fig.suptitle(f"{camset.name}: true class {name} (Grad-CAM of the predicted class)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     add_colorbar(fig, colormap, fig.add_axes((0.93, 0.15, 0.015, 0.7)))
+    return fig
+
+
+def plot_perturbation_curves(name: str, curves: dict[str, np.ndarray], mode: str = "deletion"):
+    """Deletion (or insertion) curves of one model: each image's map curve, and the mean curves of map and random order.
+
+    Args:
+        name: the model, for the title.
+        curves: :attr:`CamSet.curves` (:func:`xraylib.gradcam_faithfulness.camset_curves`).
+        mode: ``deletion`` or ``insertion``.
+
+    Reading it: for deletion, a map that shows what the model uses makes the solid
+    curve (pixels removed in the map's order) fall below the dashed one (random
+    order); the legend gives the areas under the mean curves (lower is more faithful).
+    """
+    import matplotlib.pyplot as plt
+
+    from xraylib.gradcam_faithfulness import curve_auc
+
+    if f"{mode}_map" not in curves:
+        raise KeyError(f"no {mode} curves for {name} (have {sorted(curves)}); compute them with deletion_steps > 0")
+    x = 100 * np.asarray(curves["fractions"])
+    ours, control = np.asarray(curves[f"{mode}_map"]), np.asarray(curves[f"{mode}_random"])
+    valid = np.isfinite(ours).all(axis=1) & np.isfinite(control).all(axis=1)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for row in ours[valid]:
+        ax.plot(x, row, color="C0", alpha=0.12, linewidth=0.7)
+    if valid.any():
+        for values, label, style in ((ours[valid], "map order", "-"), (control[valid], "random order", "--")):
+            ax.plot(x, values.mean(axis=0), style, color="C0" if style == "-" else "0.3", linewidth=2,
+                    label=f"{label} (AUC {curve_auc(values, curves['fractions']).mean():.3f})")
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no non-empty map", ha="center", va="center", transform=ax.transAxes)
+    verb = "removed (replaced by the baseline)" if mode == "deletion" else "restored (from the baseline)"
+    ax.set_xlabel(f"% of pixels {verb}", fontsize=9)
+    ax.set_ylabel("probability of the predicted class", fontsize=9)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{name}: {mode} curves ({int(valid.sum())} images)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

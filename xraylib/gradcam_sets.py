@@ -5,7 +5,8 @@ never imports TensorFlow: :func:`run_keras_cams` runs ``python -m xraylib cams``
 (:func:`xraylib.cli.cmd_cams`, which computes the maps with
 :mod:`xraylib.tf_gradcam`) in a subprocess; that writes the Keras maps to an
 ``.npz`` file (:func:`save_camset`) which the notebook reads back
-(:func:`load_camset`). The PyTorch maps are computed in the notebook's own process
+(:func:`load_camset`), with the maps' deletion curves computed in the same
+subprocess. The PyTorch maps and curves are computed in the notebook's own process
 (:func:`xraylib.torch_gradcam.camset_for_checkpoint`). Both framework modules build
 their :class:`CamSet` with :func:`label_indices` and :func:`true_class_maps`.
 """
@@ -27,6 +28,7 @@ import pandas as pd
 from xraylib import config, data
 
 CAMSET_ARRAYS = ("images", "y_true", "y_pred", "probs", "cam_true", "cam_pred")
+CURVE_PREFIX = "curve_"  # CamSet.curves in the .npz file: curve_fractions, curve_deletion_map, ...
 # The module `python -m xraylib cams` computes the Keras maps with, in its own (TensorFlow) process. Named here so
 # that what notebook 05 runs through the subprocess counts among its dependencies (tests/unit/test_dvc_deps.py).
 KERAS_CAMS_MODULE = "xraylib.tf_gradcam"
@@ -47,7 +49,11 @@ class CamSet:
         cam_true: ``(N, S, S)`` map of the true class (scored against the masks); equals
             ``cam_pred`` where the prediction is right; zeros where the class is unknown.
         cam_pred: ``(N, S, S)`` map of the predicted class (shown in the figures).
-        info: model settings (framework, arch, image size, resize, equalize, target layer ...).
+        info: model settings (framework, arch, image size, resize, equalize, target layer ...);
+            ``info["faithfulness"]`` holds the settings of ``curves`` when they were computed.
+        curves: deletion/insertion curves of the ``cam_pred`` maps
+            (:func:`xraylib.gradcam_faithfulness.camset_curves`): ``fractions`` and
+            ``<mode>_map`` / ``<mode>_random`` ``(N, steps + 1)``; empty when not computed.
     """
 
     name: str
@@ -60,6 +66,7 @@ class CamSet:
     cam_true: np.ndarray
     cam_pred: np.ndarray
     info: dict = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,7 +121,8 @@ def save_camset(camset: CamSet, path: str | Path) -> Path:
     np.savez_compressed(path, header=np.array(json.dumps(header)), images=camset.images.astype(np.uint8),
                         y_true=camset.y_true.astype(np.int64), y_pred=camset.y_pred.astype(np.int64),
                         probs=camset.probs.astype(np.float64), cam_true=camset.cam_true.astype(np.float32),
-                        cam_pred=camset.cam_pred.astype(np.float32))
+                        cam_pred=camset.cam_pred.astype(np.float32),
+                        **{CURVE_PREFIX + k: np.asarray(v, dtype=np.float64) for k, v in camset.curves.items()})
     return path
 
 
@@ -127,7 +135,9 @@ def load_camset(path: str | Path) -> CamSet:
     with np.load(path, allow_pickle=False) as data:
         header = json.loads(str(data["header"]))
         arrays = {k: data[k] for k in CAMSET_ARRAYS}
-    return CamSet(header["name"], header["class_names"], header["paths"], info=header.get("info", {}), **arrays)
+        curves = {k[len(CURVE_PREFIX):]: data[k] for k in data.files if k.startswith(CURVE_PREFIX)}
+    return CamSet(header["name"], header["class_names"], header["paths"], info=header.get("info", {}),
+                  curves=curves, **arrays)
 
 
 def select_images(manifest: pd.DataFrame, split: str = "test", max_per_class: int = 0, seed: int = 0) -> pd.DataFrame:
@@ -147,12 +157,15 @@ def select_images(manifest: pd.DataFrame, split: str = "test", max_per_class: in
 
 
 def run_keras_cams(model_path: str | Path, frame: pd.DataFrame, out_path: str | Path | None = None, *,
-                   batch_size: int = 16, timeout: float = 1800) -> CamSet:
+                   batch_size: int = 16, deletion_steps: int = 0, deletion_baseline: str = "blur", seed: int = 0,
+                   timeout: float = 1800) -> CamSet:
     """Grad-CAM of the Keras model on ``frame`` (``path``, ``label``), computed in a TensorFlow subprocess.
 
     Runs ``python -m xraylib cams MODEL --images CSV --out NPZ`` with this Python,
     so the calling process (e.g. the notebook, which imports torch) never loads
-    TensorFlow.
+    TensorFlow. The deletion curves (:mod:`xraylib.gradcam_faithfulness`) need the
+    model too, so they are computed in the same subprocess and come back in
+    :attr:`CamSet.curves`.
 
     Args:
         model_path: the saved ``.keras`` model (with its ``.json`` sidecar).
@@ -160,6 +173,9 @@ def run_keras_cams(model_path: str | Path, frame: pd.DataFrame, out_path: str | 
         out_path: keep the ``.npz`` (and the subprocess log as ``.log``) there; default: a
             temporary folder, removed afterwards.
         batch_size: images per forward/backward pass in the subprocess.
+        deletion_steps: points of the deletion curves beyond the first (0: no curves).
+        deletion_baseline: what deleted pixels become (:data:`xraylib.gradcam_faithfulness.BASELINES`).
+        seed: seeds the curves' tie-breaking and random pixel order.
         timeout: seconds before the subprocess is stopped.
 
     Raises:
@@ -175,7 +191,9 @@ def run_keras_cams(model_path: str | Path, frame: pd.DataFrame, out_path: str | 
         csv = Path(tmp) / "images.csv"
         frame[["path", "label"]].to_csv(csv, index=False)
         command = [sys.executable, "-m", "xraylib", "cams", str(model_path), "--images", str(csv),
-                   "--out", str(target), "--batch-size", str(int(batch_size))]
+                   "--out", str(target), "--batch-size", str(int(batch_size)),
+                   "--deletion-steps", str(int(deletion_steps)), "--deletion-baseline", str(deletion_baseline),
+                   "--seed", str(int(seed))]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
                               cwd=config.PROJECT_ROOT)

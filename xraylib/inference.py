@@ -19,7 +19,9 @@ multi-class models.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from xraylib import config, data, evaluation, images, metrics, model_files, outputs, plots
+from xraylib import calibration, config, data, evaluation, images, metrics, model_files, outputs, plots
 from xraylib.evaluation import safe_column  # noqa: F401  (part of this module's interface: the CSV schema)
 
 FRAMEWORKS = {".keras": "keras", ".pt": "torch", ".pth": "torch"}
@@ -43,7 +45,9 @@ class ModelSettings:
     ``threshold`` (binary models): the probability of ``class_names[1]`` at or above
     which it is predicted; ``None`` for multi-class models. ``data_source``: where the
     training images came from (``synthetic``, ``kermany``, ...; ``""`` when the model
-    file does not say).
+    file does not say). ``recalibration``: the map fitted on the validation split at training
+    time (:mod:`xraylib.calibration`; ``{"method": "none"}`` when the model has none), from
+    ``model.json`` (Keras) or the ``calibration.json`` beside a checkpoint (PyTorch).
     """
 
     framework: str
@@ -56,6 +60,7 @@ class ModelSettings:
     original_threshold: float | None
     tta: str
     data_source: str
+    recalibration: Mapping = dataclasses.field(default_factory=lambda: {"method": "none"})
 
     @classmethod
     def from_metadata(cls, meta: Mapping, *, framework: str, path: str | Path) -> "ModelSettings":
@@ -70,6 +75,10 @@ class ModelSettings:
             raise model_files.ModelFileError(f"'{path}' lacks the settings {missing}; every xraylib model carries "
                                              f"{needed} (written at training time)")
         names = tuple(str(c) for c in meta["class_names"])
+        recalibration = meta.get("calibration")
+        sidecar = Path(path).parent / "calibration.json"
+        if recalibration is None and framework == "torch" and sidecar.is_file():
+            recalibration = json.loads(sidecar.read_text())
         binary = framework == "keras"  # the Keras study is binary; the PyTorch models decide by arg-max
         return cls(
             framework=framework,
@@ -82,7 +91,17 @@ class ModelSettings:
             original_threshold=float(meta["original_threshold"]) if binary and "original_threshold" in meta else None,
             tta=str(meta.get("tta", "none")),  # only Keras models have test-time augmentation
             data_source=str(meta.get("data_source", "")),
+            recalibration=dict(recalibration) if recalibration else {"method": "none"},
         )
+
+    def recalibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """``(N, C)`` probabilities after the stored recalibration map (unchanged when there is none)."""
+        if self.recalibration.get("method", "none") == "none":
+            return probabilities
+        if len(self.class_names) == 2 and self.threshold is not None:
+            positive = calibration.apply_binary(self.recalibration, probabilities[:, 1])
+            return np.column_stack([1.0 - positive, positive])
+        return calibration.apply_multiclass(self.recalibration, probabilities)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Class index per row of ``(N, C)`` probabilities: the stored (or given) threshold, else arg-max."""
@@ -238,6 +257,9 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
     ``label_conflicts.csv``, ``metrics.json`` (``summary``, ``report``, ``quarantine``,
     ``warnings``) and, for both kinds of model, ``confusion_*.png``, ``roc.png``,
     ``pr.png`` and ``reliability.png``, each also as SVG (one-vs-rest per class for multi-class models).
+    Every figure has a 95 % bootstrap interval that resamples patients when the file names carry
+    patient ids (Kermany's ``personN`` / ``IM-NNNN``), single images otherwise (then a warning says so);
+    a model with a stored recalibration map also reports calibration before and after it.
 
     Raises:
         ValueError: class folders that are not classes of the model.
@@ -252,6 +274,7 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
                          f"expected subfolders named like the training classes")
     paths, labels, probs, skipped = [], [], [], []
     label_of = {config.resolve(p): label for p, label in zip(scan.manifest["path"], scan.manifest["label"])}
+    group_of = dict(zip((config.resolve(p) for p in scan.manifest["path"]), evaluation.bootstrap_groups(scan.manifest)))
     for batch_paths, batch, batch_skipped in prepared_batches(model, list(label_of), batch_size):
         skipped += batch_skipped
         if len(batch):
@@ -262,6 +285,8 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
         raise ValueError(f"no usable image under '{folder}' to evaluate")
     probabilities = np.concatenate(probs)
     y_true = np.array([s.class_names.index(label) for label in labels])
+    groups = np.array([group_of[p] for p in paths])  # patient ids parsed from the file names where they carry one
+    calibrated = s.recalibrate(probabilities)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = predictions_table(model, paths, probabilities, labels)
     outputs.write_table(table, out_dir / "predictions.csv")
@@ -276,8 +301,14 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
                "class_names": list(s.class_names)}
     if s.threshold is not None:
         thresholds = s.thresholds()
-        report = metrics.binary_report(y_true, probabilities[:, 1], thresholds, n_resamples=1000, seed=0)
+        report = metrics.binary_report(y_true, probabilities[:, 1], thresholds, n_resamples=1000, seed=0,
+                                       groups=groups)
         summary.update(evaluation.summarize(report, thresholds))
+        if s.recalibration.get("method", "none") != "none":
+            report["calibration"] = metrics.calibration_report(y_true, probabilities[:, 1], calibrated[:, 1],
+                                                               s.recalibration, n_resamples=1000, seed=0,
+                                                               groups=groups)
+            summary["calibration"] = {when: report["calibration"][when] for when in ("before", "after")}
         figures = {}
         if len(np.unique(y_true)) == 2:  # curves need both classes
             figures = evaluation.report_figures(y_true, probabilities[:, 1], thresholds, list(s.class_names),
@@ -285,9 +316,16 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
             for name, curve in evaluation.curve_frames(y_true, probabilities[:, 1]).items():
                 outputs.write_plot_data(curve, name, out_dir)
     else:
-        report = metrics.multiclass_report(y_true, probabilities, list(s.class_names), n_resamples=1000, seed=0)
-        summary.update({k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_f1_ci")
+        report = metrics.multiclass_report(y_true, probabilities, list(s.class_names), n_resamples=1000, seed=0,
+                                           groups=groups)
+        summary.update({k: report[k] for k in ("accuracy", "accuracy_ci", "balanced_accuracy", "balanced_accuracy_ci",
+                                               "macro_f1", "macro_f1_ci", "macro_auc_ovr", "macro_auc_ovr_ci")
                         if k in report})
+        if s.recalibration.get("method", "none") != "none":
+            report["calibration"] = metrics.multiclass_calibration_report(
+                y_true, probabilities, calibrated, s.recalibration, n_resamples=1000, seed=0, groups=groups)
+            summary["calibration"] = {when: report["calibration"][when] for when in ("before", "after")}
+        summary["bootstrap"] = report["bootstrap"]
         summary["per_class"] = evaluation.per_class_table(report).to_dict(orient="index")
         summary["confusion_matrix"] = report["confusion_matrix"]
         figures = evaluation.multiclass_figures(y_true, probabilities, list(s.class_names), report,
@@ -295,6 +333,9 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
     for name, fig in figures.items():
         plots.save_figure(fig, name, folder=out_dir)
     warnings_list = list(scan.warnings) + ([warning] if warning else [])
+    if len(set(groups)) == len(groups) and len(groups) > 1:
+        warnings_list.append("no patient ids in the file names: the confidence intervals resample single images "
+                             "(image-level), which is too narrow if a patient has several images")
     result = {"summary": summary, "report": report, "quarantine": quarantine.to_dict(orient="records"),
               "warnings": warnings_list}
     outputs.write_metrics(result, "metrics", out_dir)

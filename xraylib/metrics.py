@@ -1,26 +1,30 @@
-"""Evaluation metrics for binary and multi-class chest X-ray classifiers.
+"""Evaluation metrics for binary and multi-class chest X-ray classifiers, each with a 95 % interval.
 
-Built on scikit-learn so the formulas are the standard ones. Written here:
+Built on scikit-learn so the formulas are the standard ones; the intervals come from
+:mod:`xraylib.statistics` (a bootstrap that resamples patients, i.e. leakage groups,
+within each class, with BCa intervals) and calibration from :mod:`xraylib.calibration`.
+Written here:
 
 * :func:`per_class_from_confusion` spells out TP/FP/FN/TN from a confusion
   matrix whose rows are true labels. The original multi-class notebook swapped
   false positives and false negatives (and called precision "recall"); this
   function is tested against scikit-learn on a hand-made matrix.
-* :func:`bootstrap_ci` is a *stratified* percentile bootstrap: resampling within
-  each true class keeps both classes in every resample so ROC-AUC is always
-  defined, which ``scipy.stats.bootstrap`` cannot guarantee.
-* :func:`pointing_game` and :func:`topk_iou` score Grad-CAM maps against
-  ground-truth lesion masks.
+* :func:`binary_report` and :func:`multiclass_report` compute every figure once on
+  all images and once per resample (as weighted metrics, see :mod:`xraylib.statistics`):
+  a figure ``X`` has its interval in ``X_ci``; a proportion that is 0 or 1 gets the exact
+  Clopper-Pearson interval over its patients (groups) instead, listed under
+  ``bootstrap.exact``; resamples on which a figure is undefined are counted in
+  ``bootstrap.n_nan``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.calibration import calibration_curve
+
+from xraylib import calibration, statistics
+
 
 
 def _check_binary(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
@@ -78,79 +82,143 @@ def youden_threshold(y_true, y_prob) -> float:
     return float(np.clip(thresholds[int(np.argmax(j))], 0.0, 1.0))
 
 
-def bootstrap_ci(y_true, y_x, statistic: Callable[[np.ndarray, np.ndarray], float], n_resamples: int = 1000,
-                 seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
-    """Stratified percentile bootstrap confidence interval of ``statistic(y_true, y_x)``.
-
-    Args:
-        y_true: true labels (resampling is done within each label).
-        y_x: predictions or scores aligned with ``y_true`` (any leading shape).
-        statistic: function of a resampled ``(y_true, y_x)`` pair.
-        n_resamples: number of bootstrap resamples.
-        seed: random seed (results are reproducible).
-        confidence: coverage of the interval.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples!r}")
-    y_true = np.asarray(y_true)
-    y_x = np.asarray(y_x)
-    rng = np.random.default_rng(seed)
-    strata = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
-    values = np.empty(n_resamples)
-    for i in range(n_resamples):
-        idx = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata])
-        values[i] = statistic(y_true[idx], y_x[idx])
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.nanquantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+def _exact_where_degenerate(block: dict, key: str, n_groups: int, exact: list, path: str) -> None:
+    """Clopper-Pearson over the ``n_groups`` patients behind a proportion that is exactly 0 or 1."""
+    value = block.get(key)
+    if value is None or not np.isfinite(value) or value not in (0.0, 1.0) or n_groups == 0:
+        return
+    block[f"{key}_ci"] = statistics.proportion_ci(n_groups if value == 1.0 else 0, n_groups)
+    exact.append(path)
 
 
-def reliability_curve(y_true, y_prob, n_bins: int = 10) -> pd.DataFrame:
-    """Mean predicted probability vs observed fraction of positives per probability bin."""
-    y_true, y_prob = _check_binary(y_true, y_prob)
-    fraction, mean_pred = calibration_curve(y_true, y_prob, n_bins=n_bins, strategy="uniform")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    counts = np.histogram(y_prob, bins=edges)[0]
-    return pd.DataFrame({"mean_predicted": mean_pred, "fraction_positive": fraction,
-                         "count": counts[counts > 0]})
+def _put(target: dict, results: dict, prefix: str, n_nan: dict) -> None:
+    """Copy :func:`xraylib.statistics.bootstrap` results into ``target`` as ``name`` / ``name_ci``."""
+    for name, result in results.items():
+        target[name] = result["estimate"]
+        target[f"{name}_ci"] = result["ci"]
+        if result["n_nan"]:
+            n_nan[f"{prefix}{name}"] = result["n_nan"]
 
 
-def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
-    """ECE: bin-size-weighted mean |observed fraction - mean predicted| over uniform bins."""
-    curve = reliability_curve(y_true, y_prob, n_bins)
-    weights = curve["count"] / curve["count"].sum()
-    return float((weights * (curve["fraction_positive"] - curve["mean_predicted"]).abs()).sum())
+def _groups_behind(codes: np.ndarray, mask: np.ndarray) -> int:
+    return int(len(np.unique(codes[mask])))
 
 
-def binary_report(y_true, y_prob, thresholds: dict[str, float], n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Everything the binary notebook and ``xraylib evaluate`` report for one prediction set.
+RATES = ("accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "balanced_accuracy")
+
+
+def _rates(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Rates of ``(B, 2, 2)`` confusion matrices (rows = true, positive = 1); NaN where undefined."""
+    tn, fp, fn, tp = cm[:, 0, 0], cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity, specificity = tp / (tp + fn), tn / (tn + fp)
+        return {"accuracy": (tp + tn) / (tp + tn + fp + fn), "sensitivity": sensitivity, "specificity": specificity,
+                "precision": tp / (tp + fp), "npv": tn / (tn + fn), "f1": 2 * tp / (2 * tp + fp + fn),
+                "balanced_accuracy": (sensitivity + specificity) / 2}
+
+
+def binary_report(y_true, y_prob, thresholds: dict[str, float], n_resamples: int = 1000, seed: int = 0,
+                  groups=None) -> dict:
+    """Everything the binary notebook and ``xraylib evaluate`` report for one prediction set, with intervals.
 
     Args:
         y_true: 0/1 labels (1 = positive class).
         y_prob: predicted probability of the positive class.
         thresholds: named operating points, e.g. ``{"original_0.75": 0.75, "youden_val": t}``.
+        n_resamples: bootstrap resamples.
+        seed: bootstrap seed.
+        groups: patient (leakage group) per image; ``None`` resamples images, and the
+            report says so (``bootstrap.method``).
+
+    Returns:
+        ``n``, ``n_positive``, ``roc_auc``, ``average_precision``, ``brier``, ``ece`` (each with
+        ``_ci``), one block per threshold with the confusion counts and ``accuracy``,
+        ``sensitivity``, ``specificity``, ``precision`` (PPV), ``npv``, ``f1``,
+        ``balanced_accuracy`` (each with ``_ci``), and ``bootstrap`` (method, resamples,
+        groups, NaN counts per figure, figures with exact intervals).
     """
     y_true, y_prob = _check_binary(y_true, y_prob)
-    both = len(np.unique(y_true)) == 2
+    res = statistics.resample(y_true, groups, n_resamples, seed)
+    codes = statistics.group_codes(groups, len(y_true))
+    n_nan: dict = {}
+    exact: list = []
     report: dict = {"n": int(len(y_true)), "n_positive": int(y_true.sum())}
-    if both:
-        report["roc_auc"] = float(skm.roc_auc_score(y_true, y_prob))
-        report["roc_auc_ci"] = list(bootstrap_ci(y_true, y_prob, skm.roc_auc_score, n_resamples, seed))
-        report["average_precision"] = float(skm.average_precision_score(y_true, y_prob))
-    report["brier"] = float(skm.brier_score_loss(y_true, y_prob))
-    report["ece"] = expected_calibration_error(y_true, y_prob)
+    overall = {"brier": lambda w: (w @ (y_prob - y_true) ** 2) / w.sum(axis=1),
+               "ece": statistics.rowwise(lambda w: calibration.expected_calibration_error(y_true, y_prob,
+                                                                                        sample_weight=w))}
+    if len(np.unique(y_true)) == 2:
+        overall = {"roc_auc": lambda w: statistics.weighted_auc(y_true, y_prob, w),
+                   "average_precision": statistics.rowwise(
+                       lambda w: skm.average_precision_score(y_true, y_prob, sample_weight=w)), **overall}
+    _put(report, statistics.bootstrap(overall, res), "", n_nan)
     for name, threshold in thresholds.items():
-        entry = binary_metrics(y_true, y_prob, threshold)
-        for key, positive in (("sensitivity", 1), ("specificity", 0)):
-            if (y_true == positive).any():
-                def rate(t, p, positive=positive, threshold=threshold):
-                    mask = t == positive
-                    return float(((p[mask] >= threshold).astype(int) == positive).mean())
-                entry[f"{key}_ci"] = list(bootstrap_ci(y_true, y_prob, rate, n_resamples, seed))
+        y_pred = (y_prob >= threshold).astype(int)
+        rate_fns = {key: (lambda w, key=key: _rates(statistics.weighted_confusion(y_true, y_pred, w, 2))[key])
+                    for key in RATES}
+        entry: dict = {}
+        _put(entry, statistics.bootstrap(rate_fns, res), f"{name}.", n_nan)
+        entry.update(binary_metrics(y_true, y_prob, threshold))  # the point values as exact fractions
+        entry["balanced_accuracy"] = (entry["sensitivity"] + entry["specificity"]) / 2
+        behind = {"accuracy": np.ones(len(y_true), bool), "sensitivity": y_true == 1, "specificity": y_true == 0,
+                  "precision": y_pred == 1, "npv": y_pred == 0}
+        for key, mask in behind.items():
+            _exact_where_degenerate(entry, key, _groups_behind(codes, mask), exact, f"{name}.{key}")
         report[name] = entry
+    report["bootstrap"] = {**res.describe(), "n_nan": n_nan, "exact": exact}
     return report
+
+
+def binary_subgroups(y_true, y_prob, subgroup, thresholds: dict[str, float], n_resamples: int = 1000,
+                     seed: int = 0, groups=None) -> dict:
+    """Results per subgroup of the positives (e.g. bacterial vs viral pneumonia), each against all negatives.
+
+    For subgroup ``s``: ``n`` positives of ``s``, ROC-AUC of ``s`` vs every negative and the
+    sensitivity at each threshold, with intervals (:func:`binary_report` on those images).
+    Positives without a subgroup (empty string) are left out.
+    """
+    y_true, y_prob = _check_binary(y_true, y_prob)
+    subgroup = np.asarray(subgroup, dtype=str)
+    groups = None if groups is None else np.asarray(groups)
+    out = {}
+    for name in sorted(set(subgroup[y_true == 1].tolist()) - {""}):
+        keep = (y_true == 0) | (subgroup == name)
+        part = binary_report(y_true[keep], y_prob[keep], thresholds, n_resamples, seed,
+                             None if groups is None else groups[keep])
+        out[name] = {"n": int(((y_true == 1) & keep).sum()), "roc_auc": part.get("roc_auc"),
+                     "roc_auc_ci": part.get("roc_auc_ci"),
+                     **{t: {k: part[t][k] for k in ("threshold", "sensitivity", "sensitivity_ci")} for t in thresholds}}
+    return out
+
+
+def calibration_report(y_true, before, after, method: dict, n_resamples: int = 1000, seed: int = 0,
+                       groups=None) -> dict:
+    """ECE, Brier score, calibration slope and intercept before and after recalibration, with intervals.
+
+    Args:
+        y_true: 0/1 labels.
+        before: probabilities as the model gives them.
+        after: the same after the recalibration ``method`` (fitted on validation, never on these images).
+        method: the stored recalibration parameters (:func:`xraylib.calibration.fit_binary`).
+    """
+    y_true, before = _check_binary(y_true, before)
+    _, after = _check_binary(y_true, after)
+    res = statistics.resample(y_true, groups, n_resamples, seed)
+    out: dict = {"method": dict(method)}
+    n_nan: dict = {}
+    both = len(np.unique(y_true)) == 2
+    for name, prob in (("before", before), ("after", after)):
+        fns = {"ece": statistics.rowwise(lambda w, p=prob: calibration.expected_calibration_error(
+                   y_true, p, sample_weight=w)),
+               "brier": lambda w, p=prob: (w @ (p - y_true) ** 2) / w.sum(axis=1)}
+        if both:
+            fns["slope"] = statistics.rowwise(lambda w, p=prob: calibration.calibration_slope_intercept(
+                y_true, p, sample_weight=w)["slope"])
+            fns["intercept"] = statistics.rowwise(lambda w, p=prob: calibration.calibration_slope_intercept(
+                y_true, p, sample_weight=w)["intercept"])
+        out[name] = {}
+        _put(out[name], statistics.bootstrap(fns, res), f"{name}.", n_nan)
+    out["bootstrap"] = {**res.describe(), "n_nan": n_nan}
+    return out
 
 
 def per_class_from_confusion(cm, class_names: list[str]) -> pd.DataFrame:
@@ -178,13 +246,33 @@ def per_class_from_confusion(cm, class_names: list[str]) -> pd.DataFrame:
     }, index=pd.Index(class_names, name="class"))
 
 
-def multiclass_report(y_true, y_prob, class_names: list[str], n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Overall, macro and per-class metrics for class-probability predictions.
+def per_class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class rates of ``(B, C, C)`` confusion matrices: each ``(B, C)``; NaN where undefined."""
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    fp, fn = cm.sum(axis=1) - tp, cm.sum(axis=2) - tp
+    tn = cm.sum(axis=(1, 2))[:, None] - tp - fp - fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn),
+                "specificity": tn / (tn + fp)}
+
+
+def multiclass_report(y_true, y_prob, class_names: list[str], n_resamples: int = 1000, seed: int = 0,
+                      groups=None) -> dict:
+    """Overall, macro and per-class metrics for class-probability predictions, each with an interval.
 
     Args:
         y_true: integer labels (index into ``class_names``).
         y_prob: ``(N, C)`` class probabilities (rows sum to 1).
         class_names: names in class-index order.
+        n_resamples: bootstrap resamples.
+        seed: bootstrap seed.
+        groups: patient (leakage group) per image; ``None`` resamples images.
+
+    Returns:
+        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``weighted_f1``, ``macro_auc_ovr``
+        (all classes present), ``ece`` (top-label) and ``brier`` (multi-class), each with ``_ci``;
+        ``confusion_matrix`` (rows = true), ``per_class`` (counts and precision, recall, f1,
+        specificity with ``_ci``, support) and ``bootstrap``.
     """
     y_true = np.asarray(y_true).astype(int).ravel()
     y_prob = np.asarray(y_prob, dtype=float)
@@ -195,55 +283,82 @@ def multiclass_report(y_true, y_prob, class_names: list[str], n_resamples: int =
     y_pred = y_prob.argmax(axis=1)
     cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
     table = per_class_from_confusion(cm, class_names)
+    res = statistics.resample(y_true, groups, n_resamples, seed)
+    codes = statistics.group_codes(groups, len(y_true))
+    present = [k for k in labels if (y_true == k).any()]
+    onehot = np.eye(n_classes)[y_true]
 
-    def macro_f1(t, p):
-        return skm.f1_score(t, p, labels=labels, average="macro", zero_division=0)
+    def confusions(w):
+        return statistics.weighted_confusion(y_true, y_pred, w, n_classes)
 
-    confidence = y_prob.max(axis=1)
-    correct = (y_pred == y_true).astype(int)
-    report = {
-        "n": int(len(y_true)),
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(macro_f1(y_true, y_pred)),
-        "macro_f1_ci": list(bootstrap_ci(y_true, y_pred, macro_f1, n_resamples, seed)),
-        "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "ece": expected_calibration_error(correct, confidence),
-        "confusion_matrix": cm.tolist(),
-        "class_names": list(class_names),
-        "per_class": {name: {k: (float(v) if k not in ("tp", "fp", "fn", "tn", "support") else int(v))
-                             for k, v in row.items()} for name, row in table.iterrows()},
+    def macro(key):
+        return lambda w: np.nanmean(per_class_rates(confusions(w))[key][:, present], axis=1)
+
+    def weighted_f1(w):
+        cms = confusions(w)
+        support = cms.sum(axis=2)
+        return np.nansum(per_class_rates(cms)["f1"] * support, axis=1) / support.sum(axis=1)
+
+    overall = {
+        "accuracy": lambda w: np.trace(confusions(w), axis1=1, axis2=2) / w.sum(axis=1),
+        "balanced_accuracy": macro("recall"),
+        "macro_f1": macro("f1"),
+        "weighted_f1": weighted_f1,
+        "ece": statistics.rowwise(lambda w: calibration.expected_calibration_error(
+            (y_pred == y_true).astype(int), y_prob.max(axis=1), sample_weight=w)),
+        "brier": lambda w: (w @ ((y_prob - onehot) ** 2).sum(axis=1)) / w.sum(axis=1),
     }
-    present = np.unique(y_true)
-    if len(present) == n_classes and n_classes > 2:
-        report["macro_auc_ovr"] = float(skm.roc_auc_score(y_true, y_prob, multi_class="ovr", labels=labels))
-    elif n_classes == 2 and len(present) == 2:
-        report["macro_auc_ovr"] = float(skm.roc_auc_score(y_true, y_prob[:, 1]))
+    if len(present) == n_classes:
+        overall["macro_auc_ovr"] = lambda w: np.mean(
+            [statistics.weighted_auc((y_true == k).astype(int), y_prob[:, k], w) for k in labels], axis=0)
+    n_nan: dict = {}
+    exact: list = []
+    report: dict = {"n": int(len(y_true))}
+    _put(report, statistics.bootstrap(overall, res), "", n_nan)
+    # point values exactly as scikit-learn computes them (macro over the classes present, as sklearn's labels=)
+    report["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
+    report["macro_f1"] = float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    _exact_where_degenerate(report, "accuracy", _groups_behind(codes, np.ones(len(y_true), bool)), exact, "accuracy")
+    per_class_ci = {key: statistics.bootstrap({k: (lambda w, k=k, key=key: per_class_rates(confusions(w))[key][:, k])
+                                               for k in labels}, res) for key in ("precision", "recall", "f1",
+                                                                                  "specificity")}
+    per_class = {}
+    for k, (name, row) in enumerate(table.iterrows()):
+        entry = {key: (int(value) if key in ("tp", "fp", "fn", "tn", "support") else float(value))
+                 for key, value in row.items()}
+        for key, results in per_class_ci.items():
+            entry[f"{key}_ci"] = results[k]["ci"]
+            if results[k]["n_nan"]:
+                n_nan[f"per_class.{name}.{key}"] = results[k]["n_nan"]
+        behind = {"precision": y_pred == k, "recall": y_true == k, "specificity": y_true != k}
+        for key, mask in behind.items():
+            _exact_where_degenerate(entry, key, _groups_behind(codes, mask), exact, f"per_class.{name}.{key}")
+        per_class[name] = entry
+    report.update({"confusion_matrix": cm.tolist(), "class_names": list(class_names), "per_class": per_class,
+                   "bootstrap": {**res.describe(), "n_nan": n_nan, "exact": exact}})
     return report
 
 
-def pointing_game(cam, mask) -> bool:
-    """True when the CAM's maximum falls inside the (non-empty) lesion mask."""
-    cam = np.asarray(cam, dtype=float)
-    mask = np.asarray(mask).astype(bool)
-    if cam.shape != mask.shape:
-        raise ValueError(f"cam and mask must have the same shape, got {cam.shape} and {mask.shape}")
-    if not mask.any():
-        raise ValueError("pointing game needs a non-empty lesion mask")
-    return bool(mask.flat[int(np.argmax(cam))])
+def multiclass_calibration_report(y_true, before, after, method: dict, n_resamples: int = 1000, seed: int = 0,
+                                  groups=None) -> dict:
+    """Top-label ECE, multi-class Brier score and log-loss before and after recalibration, with intervals.
 
-
-def topk_iou(cam, mask, top_fraction: float = 0.1) -> float:
-    """IoU between the top ``top_fraction`` of CAM pixels and the lesion mask."""
-    cam = np.asarray(cam, dtype=float)
-    mask = np.asarray(mask).astype(bool)
-    if cam.shape != mask.shape:
-        raise ValueError(f"cam and mask must have the same shape, got {cam.shape} and {mask.shape}")
-    if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must lie in (0, 1], got {top_fraction!r}")
-    k = max(1, int(round(top_fraction * cam.size)))
-    top = np.zeros(cam.size, dtype=bool)
-    top[np.argsort(cam.ravel(), kind="stable")[-k:]] = True
-    top = top.reshape(cam.shape)
-    union = np.logical_or(top, mask).sum()
-    return float(np.logical_and(top, mask).sum() / union) if union else 0.0
+    ``after`` comes from a recalibration ``method`` fitted on the validation split
+    (:func:`xraylib.calibration.fit_temperature`), never on these images.
+    """
+    y_true = np.asarray(y_true).astype(int).ravel()
+    res = statistics.resample(y_true, groups, n_resamples, seed)
+    out: dict = {"method": dict(method)}
+    n_nan: dict = {}
+    for name, prob in (("before", np.asarray(before, dtype=float)), ("after", np.asarray(after, dtype=float))):
+        onehot = np.eye(prob.shape[1])[y_true]
+        correct = (prob.argmax(axis=1) == y_true).astype(int)
+        nll = -np.log(np.clip(prob[np.arange(len(y_true)), y_true], 1e-12, 1.0))
+        fns = {"ece": statistics.rowwise(lambda w, p=prob, c=correct: calibration.expected_calibration_error(
+                   c, p.max(axis=1), sample_weight=w)),
+               "brier": lambda w, p=prob, o=onehot: (w @ ((p - o) ** 2).sum(axis=1)) / w.sum(axis=1),
+               "log_loss": lambda w, v=nll: (w @ v) / w.sum(axis=1)}
+        out[name] = {}
+        _put(out[name], statistics.bootstrap(fns, res), f"{name}.", n_nan)
+    out["bootstrap"] = {**res.describe(), "n_nan": n_nan}
+    return out

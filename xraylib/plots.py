@@ -115,14 +115,37 @@ def plot_pr(curves: dict, title: str = "") -> plt.Figure:
 
 
 def plot_reliability(curves: dict, title: str = "") -> plt.Figure:
-    """Reliability diagram; ``curves`` maps a label to a :func:`metrics.reliability_curve` frame."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    """Reliability diagram with the number of images per bin below it.
+
+    ``curves`` maps a label to a :func:`xraylib.calibration.reliability_curve` frame
+    (``mean_predicted``, ``fraction_positive``, ``count``; ``bin_low``/``bin_high`` where present).
+    """
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6.2), sharex=True, gridspec_kw={"height_ratios": [4, 1.3]})
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
-    for label, frame in curves.items():
+    width = 0.8 / max(len(curves), 1)
+    for i, (label, frame) in enumerate(curves.items()):
         ax.plot(frame["mean_predicted"], frame["fraction_positive"], marker="o", label=label)
-    ax.set(xlabel="mean predicted probability", ylabel="observed fraction positive", title=title,
-           xlim=(0, 1), ylim=(0, 1))
+        centres = ((frame["bin_low"] + frame["bin_high"]) / 2 if "bin_low" in frame else frame["mean_predicted"])
+        n_bins = max(len(frame), 10)
+        counts.bar(np.asarray(centres) + (i - (len(curves) - 1) / 2) * width / n_bins, frame["count"],
+                   width=width / n_bins, label=label)
+    ax.set(ylabel="observed fraction positive", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
+    counts.set(xlabel="mean predicted probability", ylabel="images per bin", xlim=(0, 1))
+    fig.tight_layout()
+    return fig
+
+
+def plot_decision_curve(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Net benefit against the threshold probability (:func:`xraylib.statistics.net_benefit`)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frame["threshold"], frame["model"], label="model")
+    ax.plot(frame["threshold"], frame["treat_all"], ls="--", c="grey", label="treat all")
+    ax.plot(frame["threshold"], frame["treat_none"], ls=":", c="black", label="treat none")
+    top = float(np.nanmax(frame[["model", "treat_all"]].to_numpy()))
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title, xlim=(0, 1),
+           ylim=(-0.05, max(top, 0.05) * 1.1))
+    ax.legend()
     return fig
 
 

@@ -51,6 +51,7 @@ Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1
 Split = Literal["train", "val", "test"]  # data.SPLITS
 # gradcam_maps.COLORMAPS: perceptually uniform maps first; jet and turbo replicate the original notebooks
 Colormap = Literal["inferno", "viridis", "magma", "plasma", "cividis", "turbo", "jet", "hot"]
+DeletionBaseline = Literal["blur", "mean"]  # gradcam_faithfulness.BASELINES
 
 # Smallest square input side of each Keras backbone (tf_model._APPLICATIONS; small_cnn: 16).
 BACKBONE_MIN_SIZE = {"small_cnn": 16, "xception": 71, "inception_resnet_v2": 75, "densenet121": 32}
@@ -169,6 +170,7 @@ class TrainBinary(_Section):
     tta: TtaMode
     original_threshold: float = Field(gt=0, lt=1)
     n_bootstrap: int = Field(ge=1)
+    recalibration: Literal["none", "platt", "temperature"]
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> "TrainBinary":
@@ -224,6 +226,8 @@ class TrainMulticlass(_Section):
     resume: bool
     eval_batch_size: int = Field(ge=1)
     n_resamples: int = Field(ge=1)
+    seeds: int = Field(ge=1)
+    recalibration: Literal["none", "temperature"]
     run_names: Annotated[list[str], Allowed("a list of names from train_multiclass.runs ([] = all)")]
     runs: Annotated[list[Run], Field(min_length=1), Allowed("a non-empty list of {name, arch, step_lr} mappings")]
 
@@ -250,11 +254,13 @@ class Gradcam(_Section):
     split: Split
     max_per_class: int = Field(ge=0)
     n_examples: int = Field(ge=1)
-    top_fraction: float = Field(gt=0, le=1)  # metrics.topk_iou
+    top_fraction: float = Field(gt=0, le=1)  # gradcam_scores.topk_iou
     colormap: Colormap
     batch_size: int = Field(ge=1)
     shortcut_min_accuracy: float = Field(ge=0, le=1)
     shortcut_min_lung_energy: float = Field(ge=0, le=1)
+    deletion_steps: int = Field(ge=0)  # gradcam_faithfulness.perturbation_curves; 0 = no faithfulness check
+    deletion_baseline: DeletionBaseline
 
 
 class Params(_Section):

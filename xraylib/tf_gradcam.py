@@ -27,7 +27,8 @@ that is not a chain, e.g. with a skip connection around the backbone, is
 refused with a ``ValueError``).
 
 :func:`write_camset` is what the internal command ``python -m xraylib cams MODEL
---images CSV --out NPZ`` runs; notebook 05 calls it through
+--images CSV --out NPZ`` runs (with ``--deletion-steps``, also the maps' deletion
+curves, :mod:`xraylib.gradcam_faithfulness`, since they need the model); notebook 05 calls it through
 :func:`xraylib.gradcam_sets.run_keras_cams`, so the notebook never imports TensorFlow.
 ``xraylib predict --cam`` uses :class:`GradCam` through
 :meth:`xraylib.tf_backend.KerasClassifier.cams`.
@@ -36,13 +37,13 @@ refused with a ``ValueError``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from xraylib.tf_runtime import tf  # noqa: I001  (first: TensorFlow imported quietly, before keras)
 import keras
 import numpy as np
 
-from xraylib import images, tf_model
+from xraylib import gradcam_faithfulness, images, tf_model
 from xraylib.gradcam_maps import cam_from_activations, upsample_cam
 from xraylib.gradcam_sets import CamSet, label_indices, save_camset, true_class_maps
 
@@ -254,8 +255,21 @@ def predicted_classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (probs[:, 1] >= threshold).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1).astype(np.int64)
 
 
+def class_predictor(model: keras.Model, meta: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict_proba``: ``(N, S, S)`` uint8 prepared images -> ``(N, C)`` probabilities (:func:`class_probabilities`).
+
+    The binary model (one sigmoid output) is run with its stored test-time
+    augmentation (``meta["tta"]``), as in evaluation.
+    """
+    if model.outputs[0].shape[-1] == 1:
+        tta = meta.get("tta", "none")
+        return lambda x: class_probabilities(tf_model.predict_proba(model, np.asarray(x), tta)[:, None])
+    return lambda x: class_probabilities(model.predict(np.asarray(x, dtype=np.float32)[..., None], verbose=0))
+
+
 def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labels: Sequence[str] | None = None, *,
-                      name: str = "binary", batch_size: int = 16) -> CamSet:
+                      name: str = "binary", batch_size: int = 16, deletion_steps: int = 0,
+                      deletion_baseline: str = "blur", seed: int = 0) -> CamSet:
     """Prepare images as in training, predict, and compute the maps of the predicted and the true class.
 
     Args:
@@ -264,45 +278,62 @@ def camset_for_images(model: keras.Model, meta: dict, paths: Sequence[str], labe
         labels: true class names (or ``None`` / empty strings when unknown).
         name: name of the set (the model's name in reports).
         batch_size: images per forward/backward pass.
+        deletion_steps: also compute the deletion curves of the predicted-class maps with
+            this many steps (:func:`xraylib.gradcam_faithfulness.camset_curves`); 0: none.
+        deletion_baseline: what deleted pixels become (``blur`` or ``mean``).
+        seed: seeds the curves' tie-breaking and random pixel order.
     """
     settings = model_settings(model, meta)
     names = settings["class_names"]
     if not len(paths):
         raise ValueError("no images given; expected at least one image path")
+    if deletion_baseline not in gradcam_faithfulness.BASELINES:
+        raise ValueError(f"deletion baseline must be one of {gradcam_faithfulness.BASELINES}, "
+                         f"got {deletion_baseline!r}")
     y_true = label_indices(labels, names, len(paths), "the model")
     prepared = np.stack([images.prepare(p, settings["image_size"], settings["resize"], settings["equalize"])
                          for p in paths])
     cam = GradCam(model)
-    if model.outputs[0].shape[-1] == 1:  # the binary model, with its stored test-time augmentation
-        probs = class_probabilities(tf_model.predict_proba(model, prepared, meta.get("tta", "none"))[:, None])
-    else:
-        probs = class_probabilities(model.predict(prepared.astype(np.float32)[..., None], verbose=0))
+    predict_proba = class_predictor(model, meta)
+    probs = predict_proba(prepared)
     y_pred = predicted_classes(probs, settings["threshold"])
     cam_pred, _ = cam(prepared, y_pred, batch_size)
     cam_true = true_class_maps(cam_pred, y_true, y_pred, lambda idx, k: cam(prepared[idx], k, batch_size)[0])
     info = {"framework": "keras", "target_layer": cam.layer_name, "map_size": cam.map_size, **settings}
-    return CamSet(name, names, [str(p) for p in paths], prepared, y_true, y_pred, probs, cam_true, cam_pred, info)
+    camset = CamSet(name, names, [str(p) for p in paths], prepared, y_true, y_pred, probs, cam_true, cam_pred, info)
+    if deletion_steps:
+        camset.curves = gradcam_faithfulness.camset_curves(camset, predict_proba, steps=deletion_steps,
+                                                           baseline=deletion_baseline, seed=seed)
+        camset.info["faithfulness"] = {"steps": int(deletion_steps), "baseline": deletion_baseline, "seed": int(seed),
+                                       "explained": "predicted class", "modes": ["deletion"]}
+    return camset
 
 
 def write_camset(model_path: str | Path, images_csv: str | Path, out: str | Path, *, name: str = "binary",
-                 batch_size: int = 16) -> CamSet:
-    """Maps of a saved Keras model on the images of a CSV, written to an ``.npz`` file (``xraylib cams``).
+                 batch_size: int = 16, deletion_steps: int = 0, deletion_baseline: str = "blur",
+                 seed: int = 0) -> CamSet:
+    """Maps (and deletion curves) of a saved Keras model on the images of a CSV, written to an ``.npz`` file.
 
-    Ops run deterministically, so every run writes the same maps (notebook 05's
-    outputs are compared between runs).
+    What ``xraylib cams`` runs. Ops run deterministically, so every run writes the
+    same maps (notebook 05's outputs are compared between runs).
 
     Args:
         model_path: ``model.keras`` with its ``model.json`` settings.
         images_csv: a ``path`` column (relative paths: from the project root) and optionally ``label``.
         out: the ``.npz`` file (:func:`xraylib.gradcam_sets.save_camset`).
-        name, batch_size: see :func:`camset_for_images`.
+        name, batch_size, deletion_steps, deletion_baseline, seed: see :func:`camset_for_images`.
 
     Raises:
         FileNotFoundError: no such model or CSV file.
-        ValueError: the CSV has no ``path`` column, or labels the model does not know.
+        ValueError: the CSV has no ``path`` column, labels the model does not know, or an unknown baseline.
     """
     import pandas as pd
 
+    if deletion_baseline not in gradcam_faithfulness.BASELINES:
+        raise ValueError(f"deletion baseline must be one of {gradcam_faithfulness.BASELINES}, "
+                         f"got {deletion_baseline!r}")
+    if deletion_steps < 0:
+        raise ValueError(f"deletion steps must be >= 0 (0: no curves), got {deletion_steps}")
     tf.config.experimental.enable_op_determinism()
     table = pd.read_csv(images_csv, keep_default_na=False)
     if "path" not in table.columns:
@@ -310,6 +341,7 @@ def write_camset(model_path: str | Path, images_csv: str | Path, out: str | Path
                          "and optionally 'label'")
     labels = table["label"].astype(str).tolist() if "label" in table.columns else None
     model, meta = tf_model.load_model(model_path, require=tf_model.SETTINGS_KEYS)
-    camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=name, batch_size=batch_size)
+    camset = camset_for_images(model, meta, table["path"].tolist(), labels, name=name, batch_size=batch_size,
+                               deletion_steps=deletion_steps, deletion_baseline=deletion_baseline, seed=seed)
     save_camset(camset, out)
     return camset

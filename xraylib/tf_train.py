@@ -43,7 +43,7 @@ IMBALANCE = ("weighted_loss", "class_weight", "none")
 
 # train_binary keys that are not settings of the training run: paths, the data preparation of the
 # stage and the evaluation after training (notebook 03 reads them itself).
-STAGE_KEYS = ("manifest_dir", "model_dir", "equalize_override", "original_threshold", "n_bootstrap")
+STAGE_KEYS = ("manifest_dir", "model_dir", "equalize_override", "original_threshold", "n_bootstrap", "recalibration")
 
 
 def _unknown_key(dotted: str, key: str, choices) -> str:
@@ -389,8 +389,12 @@ def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv,
 
 
 def model_metadata(cfg: TrainConfig, class_names: list[str], threshold: float, *, resize_mode: str,
-                   equalize_method: str, original_threshold: float = 0.75, data_source: str = "") -> dict:
-    """Settings saved beside the model (``model.json``) so external evaluation prepares and decides alike."""
+                   equalize_method: str, original_threshold: float = 0.75, data_source: str = "",
+                   calibration: dict | None = None) -> dict:
+    """Settings saved beside the model (``model.json``) so external evaluation prepares and decides alike.
+
+    ``calibration``: the recalibration map fitted on validation (:func:`xraylib.calibration.fit_binary`).
+    """
     weights = tf_model.resolve_weights(cfg.weights)
     return {
         "framework": "keras",
@@ -408,6 +412,7 @@ def model_metadata(cfg: TrainConfig, class_names: list[str], threshold: float, *
         "weights": "none" if weights is None else ("imagenet" if weights == "imagenet" else Path(weights).name),
         "input_norm": tf_model.resolve_input_norm(cfg.input_norm, cfg.backbone, weights is not None),
         "data_source": data_source,
+        "calibration": dict(calibration) if calibration else {"method": "none"},
         "training": {k: v for k, v in cfg.as_dict().items() if k != "weights"},
         "keras_version": keras.__version__,
     }

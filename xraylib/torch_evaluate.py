@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xraylib import config, evaluation, metrics
+from xraylib import calibration, config, evaluation, metrics, outputs, statistics
 from xraylib.torch_data import ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import load_checkpoint
 
@@ -58,27 +58,66 @@ def predictions_frame(dataset: ManifestDataset, y_true: np.ndarray, y_prob: np.n
     return frame
 
 
-def evaluate_split(checkpoint: str | Path, manifest: pd.DataFrame, split: str = "test", *, batch_size: int = 64,
-                   num_workers: int = 0, n_resamples: int = 1000, seed: int = 0) -> tuple[dict, pd.DataFrame]:
-    """Metrics of a checkpoint on one manifest split.
-
-    Returns:
-        ``(report, predictions)``: :func:`xraylib.metrics.multiclass_report` (with
-        ``epoch``, the checkpoint's epoch) and :func:`predictions_frame`.
-    """
+def split_probabilities(checkpoint: str | Path, manifest: pd.DataFrame, split: str = "test", *, batch_size: int = 64,
+                        num_workers: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    """``(y_true, y_prob, predictions, meta)`` of a checkpoint on one manifest split (:func:`predictions_frame`)."""
     device = _device_for_eval()
     model, meta = load_checkpoint(checkpoint, device)
     dataset = ManifestDataset(manifest, split, meta["image_size"], meta["resize"], meta["equalize"],
                               class_names=meta["class_names"], train=False)
     loader = make_loader(dataset, batch_size, num_workers=num_workers, generator=make_generator(seed))
     y_true, y_prob = predict(model, loader, device)
-    report = metrics.multiclass_report(y_true, y_prob, meta["class_names"], n_resamples=n_resamples, seed=seed)
+    return y_true, y_prob, predictions_frame(dataset, y_true, y_prob), meta
+
+
+def split_groups(manifest: pd.DataFrame, paths) -> np.ndarray:
+    """The clustered bootstrap's group (:func:`xraylib.evaluation.bootstrap_groups`) of each path, in order."""
+    frame = manifest.assign(path=[config.relative_to_project(config.resolve(p)) for p in manifest["path"]])
+    groups = dict(zip(frame["path"], evaluation.bootstrap_groups(frame)))
+    return np.array([groups.get(p, p) for p in paths])
+
+
+def evaluate_split(checkpoint: str | Path, manifest: pd.DataFrame, split: str = "test", *, batch_size: int = 64,
+                   num_workers: int = 0, n_resamples: int = 1000, seed: int = 0,
+                   recalibration: dict | None = None) -> tuple[dict, pd.DataFrame]:
+    """Metrics of a checkpoint on one manifest split, with patient-clustered intervals.
+
+    Args:
+        recalibration: a temperature fitted on validation (:func:`fit_recalibration`); the
+            report then has ``calibration`` (before/after, :func:`xraylib.metrics.multiclass_calibration_report`).
+
+    Returns:
+        ``(report, predictions)``: :func:`xraylib.metrics.multiclass_report` (with
+        ``epoch``, the checkpoint's epoch) and :func:`predictions_frame`.
+    """
+    y_true, y_prob, predictions, meta = split_probabilities(checkpoint, manifest, split, batch_size=batch_size,
+                                                            num_workers=num_workers, seed=seed)
+    groups = split_groups(manifest, predictions["path"])
+    report = metrics.multiclass_report(y_true, y_prob, meta["class_names"], n_resamples=n_resamples, seed=seed,
+                                       groups=groups)
+    if recalibration is not None:
+        report["calibration"] = metrics.multiclass_calibration_report(
+            y_true, y_prob, calibration.apply_multiclass(recalibration, y_prob), recalibration,
+            n_resamples=n_resamples, seed=seed, groups=groups)
     report["epoch"] = int(meta.get("epoch", 0))
-    return report, predictions_frame(dataset, y_true, y_prob)
+    return report, predictions
+
+
+def fit_recalibration(checkpoint: str | Path, manifest: pd.DataFrame, *, batch_size: int = 64, seed: int = 0) -> dict:
+    """Temperature scaling (Guo et al. 2017) fitted on the validation split and written beside the checkpoint.
+
+    Writes ``calibration.json`` in the checkpoint's folder (the model's recalibration travels
+    with its weights) and returns the parameters.
+    """
+    y_true, y_prob, _, _ = split_probabilities(checkpoint, manifest, "val", batch_size=batch_size, seed=seed)
+    params = {**calibration.fit_temperature(y_true, y_prob), "fitted_on": "validation split",
+              "images": int(len(y_true))}
+    outputs.write_json(params, Path(checkpoint).parent / "calibration.json")
+    return params
 
 
 def summary_table(results: dict, reports: dict) -> pd.DataFrame:
-    """One row per run: architecture, scheduler, best epoch, best validation loss and test figures.
+    """One row per run: architecture, scheduler, best epoch, best validation loss and test figures with intervals.
 
     Args:
         results: ``{run: TrainResult}`` from :func:`xraylib.torch_train.train_all`.
@@ -87,23 +126,32 @@ def summary_table(results: dict, reports: dict) -> pd.DataFrame:
     rows = []
     for name, result in results.items():
         report = reports[name]
-        low, high = report["macro_f1_ci"]
-        rows.append({
-            "run": name, "arch": result.config.arch, "step_lr": bool(result.config.step_lr),
-            "epochs": int(result.history["epoch"].max()), "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "test_accuracy": report["accuracy"], "test_balanced_accuracy": report["balanced_accuracy"],
-            "test_macro_f1": report["macro_f1"], "macro_f1_ci_low": low, "macro_f1_ci_high": high,
-            "test_macro_auc_ovr": report.get("macro_auc_ovr", float("nan")),
-        })
+        row = {"run": name, "arch": result.config.arch, "step_lr": bool(result.config.step_lr),
+               "epochs": int(result.history["epoch"].max()), "best_epoch": result.best_epoch,
+               "best_val_loss": round(float(result.best_val_loss), 4)}
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr"):
+            row[f"test_{key}"] = evaluation.format_ci(report.get(key), report.get(f"{key}_ci"))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, synthetic: bool | None = None) -> dict:
-    """The metrics document of the study (``reports/metrics/multiclass.json``)."""
+TEST_KEYS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc_ovr", "ece", "brier")
+
+
+def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, synthetic: bool | None = None,
+                  seeds: dict | None = None, comparisons: pd.DataFrame | None = None) -> dict:
+    """The metrics document of the study (``reports/metrics/multiclass.json``).
+
+    Every test figure carries its ``_ci``; ``seeds`` (:func:`seed_summary`) and the paired
+    ``comparisons`` between runs (:func:`xraylib.evaluation.compare_runs`) are added when given.
+    """
     runs = {}
     for name, result in results.items():
         report = reports[name]
+        test = {k: report[k] for k in TEST_KEYS if k in report}
+        test.update({f"{k}_ci": report[f"{k}_ci"] for k in TEST_KEYS if f"{k}_ci" in report})
+        test.update({k: report[k] for k in ("per_class", "confusion_matrix", "bootstrap", "calibration")
+                     if k in report})
         runs[name] = {
             "arch": result.config.arch,
             "step_lr": bool(result.config.step_lr),
@@ -111,12 +159,20 @@ def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, s
             "best_epoch": int(result.best_epoch),
             "best_val_loss": float(result.best_val_loss),
             "final_val_accuracy": float(result.history["val_accuracy"].iloc[-1]),
-            "test": {k: report[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_f1_ci",
-                                            "weighted_f1", "macro_auc_ovr", "ece", "per_class", "confusion_matrix")
-                     if k in report},
+            "test": test,
         }
+        if seeds and name in seeds:
+            runs[name]["seeds"] = seeds[name]
     document = {"classes": list(class_names), "runs": runs}
+    if comparisons is not None and len(comparisons):
+        document["comparisons"] = comparisons.to_dict(orient="records")
     if synthetic is not None:
         document = {"synthetic": bool(synthetic), **document}
     return document
 
+
+def seed_summary(reports_by_seed: dict[str, dict[int, dict]]) -> dict:
+    """Per run: test accuracy and macro-F1 of each training seed with their mean and standard deviation."""
+    return {run: {key: statistics.mean_sd({str(seed): report[key] for seed, report in by_seed.items()})
+                  for key in ("accuracy", "macro_f1")}
+            for run, by_seed in reports_by_seed.items()}

@@ -7,6 +7,9 @@ through ``ClassifierOutputTarget``. pytorch-grad-cam returns maps already
 scaled to [0, 1] at the input size, the same definition as
 :mod:`xraylib.tf_gradcam` (see :mod:`xraylib.gradcam_maps`).
 
+:func:`camset_for_checkpoint` also computes the maps' deletion curves
+(:mod:`xraylib.gradcam_faithfulness`) with :func:`class_predictor`, in this process.
+
 DenseNet: torchvision's ``DenseNet.forward`` applies ``F.relu(features,
 inplace=True)``, which overwrites the activations kept by a hook on
 ``features``. :func:`xraylib.torch_model.build_model` (and so every checkpoint
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +33,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchvision.models import DenseNet
 
-from xraylib import config
+from xraylib import config, gradcam_faithfulness
 from xraylib.gradcam_sets import CamSet, label_indices, true_class_maps
 from xraylib.torch_data import build_transform
 from xraylib.torch_model import CamFriendlyDenseNet, check_arch, load_checkpoint, target_layer
@@ -114,8 +117,35 @@ def feature_map_size(model: nn.Module, arch: str, image_size: int) -> tuple[int,
     return shapes[0]
 
 
+def class_predictor(model: nn.Module, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict_proba``: ``(N, S, S)`` uint8 prepared images -> ``(N, C)`` softmax probabilities (float64).
+
+    Inputs go through the training transform without augmentation
+    (:func:`xraylib.torch_data.build_transform`), on the model's device, in eval mode.
+    """
+    transform = build_transform(train=False)
+    device = next(model.parameters()).device
+
+    def predict_proba(images: np.ndarray) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(images), batch_size):
+                    chunk = images[start:start + batch_size]
+                    x = torch.stack([transform(np.asarray(im, dtype=np.uint8)) for im in chunk])
+                    out.append(torch.softmax(model(x.to(device)).float(), 1).cpu().numpy())
+        finally:
+            model.train(was_training)
+        return np.concatenate(out).astype(np.float64)
+
+    return predict_proba
+
+
 def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: str | None = None,
-                          batch_size: int = 16) -> CamSet:
+                          batch_size: int = 16, deletion_steps: int = 0, deletion_baseline: str = "blur",
+                          seed: int = 0) -> CamSet:
     """Load ``best.pt``, prepare ``frame``'s images as in training, predict, and map predicted and true classes.
 
     Args:
@@ -123,12 +153,20 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
         frame: rows with ``path`` and ``label`` (class names of the model; empty when unknown).
         name: name of the set (default: the run folder's name).
         batch_size: images per forward/backward pass.
+        deletion_steps: also compute the deletion curves of the predicted-class maps with
+            this many steps (:func:`xraylib.gradcam_faithfulness.camset_curves`, in
+            :attr:`CamSet.curves`); 0: none.
+        deletion_baseline: what deleted pixels become (``blur`` or ``mean``).
+        seed: seeds the curves' tie-breaking and random pixel order.
 
     Raises:
-        ValueError: labels that are not classes of the model.
+        ValueError: labels that are not classes of the model, or an unknown baseline.
     """
     from xraylib import images
 
+    if deletion_baseline not in gradcam_faithfulness.BASELINES:
+        raise ValueError(f"deletion baseline must be one of {gradcam_faithfulness.BASELINES}, "
+                         f"got {deletion_baseline!r}")
     checkpoint = config.resolve(checkpoint)
     model, meta = load_checkpoint(checkpoint)
     names = list(meta["class_names"])
@@ -148,5 +186,11 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
             "resize": meta["resize"], "equalize": meta["equalize"],
             "target_layer": "layer4[-1]" if meta["arch"].startswith("resnet") else "features",
             "map_size": list(feature_map_size(model, meta["arch"], int(meta["image_size"])))}
-    return CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true, y_pred,
-                  probs, cam_true, cam_pred, info)
+    camset = CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true, y_pred,
+                    probs, cam_true, cam_pred, info)
+    if deletion_steps:
+        camset.curves = gradcam_faithfulness.camset_curves(camset, class_predictor(model, max(batch_size, 1)),
+                                                           steps=deletion_steps, baseline=deletion_baseline, seed=seed)
+        camset.info["faithfulness"] = {"steps": int(deletion_steps), "baseline": deletion_baseline, "seed": int(seed),
+                                       "explained": "predicted class", "modes": ["deletion"]}
+    return camset

@@ -60,7 +60,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "xraylib-torch-classifier-1"
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 # train_multiclass keys that are not settings of a single run.
-STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "runs", "run_names")
+STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "seeds",
+              "recalibration", "runs", "run_names")
 RUN_KEYS = ("name", "arch", "step_lr")  # keys of each train_multiclass.runs entry
 DATA_KEYS = ("resize", "equalize")  # from the shared data section
 
@@ -584,3 +585,27 @@ def train_all(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: 
                             batch_progress=batch_progress, data_source=data_source)
             for cfg in configs}
 
+
+
+def train_seeds(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: str | Path, seeds: int, *,
+                resume: bool = True, checkpoint_dir: str | Path | None = None,
+                data_source: str = "") -> dict[str, dict[int, TrainResult]]:
+    """Train each run again with ``seeds - 1`` further seeds (``seed + 1``, ``seed + 2``, ...).
+
+    The first seed is the run of :func:`train_all` (``models_dir/<run>/``); the others go to
+    ``models_dir/<run>/seed<k>/``. Returns ``{run: {seed: TrainResult}}`` for the further seeds
+    only (empty when ``seeds`` is 1), so a study reports the spread that training randomness alone causes.
+    """
+    if seeds < 1:
+        raise ValueError(f"train_multiclass.seeds must be >= 1, got {seeds!r}")
+    models_dir = config.resolve(models_dir)
+    ckpt_root = config.resolve(checkpoint_dir) if checkpoint_dir is not None else models_dir
+    out: dict[str, dict[int, TrainResult]] = {}
+    for cfg in configs:
+        for k in range(1, seeds):
+            seeded = dataclasses.replace(cfg, seed=cfg.seed + k)
+            folder = f"seed{seeded.seed}"
+            out.setdefault(cfg.name, {})[seeded.seed] = train(
+                seeded, manifest, models_dir / cfg.name / folder, resume=resume,
+                checkpoint_dir=ckpt_root / cfg.name / folder, data_source=data_source)
+    return out

@@ -59,5 +59,6 @@ def test_keras_backend_keeps_the_contract_with_a_stored_threshold_not_0_5(traine
         table = contract.check_predict(model, folder, tmp_path)
         summary = contract.check_evaluate(model, folder, tmp_path, table)
         maps = contract.check_cams(model, folder, tmp_path)
+        contract.check_recalibration(model, folder, tmp_path / "recalibration")
     assert maps.shape[1:] == (SIZE, SIZE)  # tf_gradcam upsamples to the image size
     assert summary["stored_threshold"]["threshold"] == pytest.approx(threshold, abs=1e-6)  # metrics.json: 6 digits

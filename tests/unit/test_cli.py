@@ -162,15 +162,16 @@ def test_model_cards_from_metrics_files(project, capsys):
     assert capsys.readouterr().out.split() == ["wrote", "reports/model_cards/binary.md",
                                                "wrote", "reports/model_cards/resnet18.md"]
     binary = (project / "reports" / "model_cards" / "binary.md").read_text()
-    # columns in alphabetical order: accuracy, f1, precision, sensitivity, specificity, threshold
-    assert "| youden_val | 0.810 | 0.820 | 0.830 | 0.840 | 0.850 | 0.370 |" in binary
-    assert "- **roc_auc**: 0.912" in binary and "- **roc_auc_ci**: [0.800, 0.950]" in binary
+    # columns: threshold, sensitivity, specificity, precision, accuracy, F1
+    assert "| youden_val | 0.370 | 0.840 | 0.850 | 0.830 | 0.810 | 0.820 |" in binary
+    assert "| ROC AUC | 0.912 (95 % CI 0.800-0.950) |" in binary
     assert "SYNTHETIC" in binary
     resnet = (project / "reports" / "model_cards" / "resnet18.md").read_text()
-    # columns: f1, precision, recall, specificity, support
-    assert "| A | 0.130 | 0.110 | 0.120 | 0.140 | 5 |" in resnet
-    assert "| B | 0.230 | 0.210 | 0.220 | 0.240 | 7 |" in resnet
-    assert "SYNTHETIC" not in resnet and "- **macro_f1_ci**: [0.300, 0.700]" in resnet
+    # columns: support, precision, recall, F1, specificity
+    assert "| A | 5 | 0.110 | 0.120 | 0.130 | 0.140 |" in resnet
+    assert "| B | 7 | 0.210 | 0.220 | 0.230 | 0.240 |" in resnet
+    assert "SYNTHETIC" not in resnet and "| macro F1 | 0.500 (95 % CI 0.300-0.700) |" in resnet
+    assert not (project / "models").exists()  # nothing written beside weights without --next-to-weights
 
 
 def _executed_copy(project: Path, error_in: str | None = None) -> dict[str, str]:

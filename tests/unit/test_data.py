@@ -294,6 +294,14 @@ def test_real_kermany_manifest_has_no_leakage(tmp_path):
     manifest = data.load_manifest("binary", tmp_path)
     assert set(manifest["split"]) == {"train", "val", "test"}
     assert manifest["duplicate_group"].ne("").sum() > 0  # the real data has exact duplicates
+    # every id parsed: a patient-level split, with the caveat on how Kermany numbers are read
+    assert (summary["split_level"], summary["patient_ids_from_file_names"]) == ("patient", 0)
+    assert summary["patient_id_caveat"] == data.KERMANY_ID_CAVEAT
+    # measured: the 28 near-identical pairs of this folder are all byte-identical (duplicate_group), none is a
+    # re-encoded copy; every image sits in its patient's leakage group
+    assert summary["near_duplicate_pairs"] == 0 and summary["leakage_near_duplicates"] == 0
+    assert manifest.groupby("leakage_group")["split"].nunique().max() == 1
+    assert manifest["leakage_group"].nunique() == len(set(data.leakage_groups(manifest)))
 
 
 def test_select_split_is_the_one_way_to_take_a_split():

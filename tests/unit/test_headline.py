@@ -19,11 +19,12 @@ def _write(folder, name, data):
 
 @pytest.fixture
 def metrics_dir(tmp_path):
-    chosen = {"threshold": 0.31, "sensitivity": 0.9, "specificity": 0.8}
+    chosen = {"threshold": 0.31, "sensitivity": 0.9, "sensitivity_ci": [0.85, 0.94], "specificity": 0.8,
+              "specificity_ci": [0.7, 0.88]}
     _write(tmp_path, "binary", {"test": {"roc_auc": 0.95, "roc_auc_ci": [0.9, 0.98], "youden_val": chosen}})
     _write(tmp_path, "multiclass", {"runs": {
         "a": {"best_val_loss": 0.40, "test": {"accuracy": 0.99, "macro_f1": 0.99}},  # best on test, not on val
-        "b": {"best_val_loss": 0.30, "test": {"accuracy": 0.80, "macro_f1": 0.75}}}})
+        "b": {"best_val_loss": 0.30, "test": {"accuracy": 0.80, "accuracy_ci": [0.7, 0.86], "macro_f1": 0.75}}}})
     _write(tmp_path, "gradcam", {"shortcut_findings": ["x", "y"]})
     _write(tmp_path, "data_binary", {"synthetic": False})
     _write(tmp_path, "data_multiclass", {"synthetic": True})
@@ -32,8 +33,9 @@ def metrics_dir(tmp_path):
 
 def test_headline_numbers_choose_the_multiclass_run_on_validation(metrics_dir):
     summary = headline.headline_metrics(metrics_dir)
-    assert summary == {"binary": {"auc": 0.95, "auc_lo": 0.9, "auc_hi": 0.98, "sens": 0.9, "spec": 0.8, "thr": 0.31},
-                       "multi": {"run": "b", "acc": 0.80, "f1": 0.75}, "shortcuts": 2, "synthetic": 1}
+    assert summary == {"auc": 0.95, "auc_lo": 0.9, "auc_hi": 0.98, "sens": 0.9, "spec": 0.8, "thr": 0.31,
+                       "run": "b", "f1": 0.75, "f1_lo": None, "f1_hi": None,  # a missing interval stays missing
+                       "acc": 0.80, "shortcuts": 2, "synthetic": 1}
     path = headline.write_summary(metrics_dir)
     assert json.loads(path.read_text()) == summary
 
@@ -69,5 +71,5 @@ def test_dvc_metrics_show_fits_in_200_columns():
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], capture_output=True, text=True,
                            cwd=config.PROJECT_ROOT, check=True, env={**__import__("os").environ, "COLUMNS": "200"})
     lines = shown.stdout.splitlines()
-    assert lines and "binary.auc" in shown.stdout
+    assert lines and "auc_lo" in shown.stdout
     assert max(len(line) for line in lines) <= 200, shown.stdout

@@ -84,13 +84,33 @@ def test_youden_threshold_maximises_j():
     assert got["sensitivity"] + got["specificity"] >= best - 1e-9
 
 
-def test_bootstrap_ci_reproducible_and_covers():
+def test_binary_report_reproducible_and_interval_contains_estimate():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     p = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
-    a = metrics.bootstrap_ci(y, p, skm.roc_auc_score, n_resamples=200, seed=5)
-    b = metrics.bootstrap_ci(y, p, skm.roc_auc_score, n_resamples=200, seed=5)
+    a = metrics.binary_report(y, p, {}, n_resamples=200, seed=5)["roc_auc_ci"]
+    b = metrics.binary_report(y, p, {}, n_resamples=200, seed=5)["roc_auc_ci"]
     assert a == b and a[0] < skm.roc_auc_score(y, p) < a[1]
+
+
+def test_multiclass_report_intervals_and_sklearn_values():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 300)
+    prob = rng.dirichlet(np.ones(3), 300)
+    prob[np.arange(300), y] += 0.5
+    prob /= prob.sum(axis=1, keepdims=True)
+    report = metrics.multiclass_report(y, prob, ["a", "b", "c"], n_resamples=100, groups=np.arange(300) // 3)
+    pred = prob.argmax(axis=1)
+    assert report["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert report["weighted_f1"] == pytest.approx(skm.f1_score(y, pred, average="weighted"))
+    assert report["macro_auc_ovr"] == pytest.approx(skm.roc_auc_score(y, prob, multi_class="ovr"))
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc_ovr", "ece", "brier"):
+        low, high = report[f"{key}_ci"]
+        assert low <= report[key] <= high, key
+    for row in report["per_class"].values():
+        for key in ("precision", "recall", "f1", "specificity"):
+            assert row[f"{key}_ci"][0] <= row[key] <= row[f"{key}_ci"][1]
+    assert report["bootstrap"]["groups"] == 100
 
 
 def test_binary_report_and_calibration():
@@ -107,21 +127,6 @@ def test_binary_report_and_calibration():
     assert report["t50"]["accuracy"] == pytest.approx(skm.accuracy_score(calibrated, decided))
     assert report["t50"]["sensitivity"] == pytest.approx(skm.recall_score(calibrated, decided))
     assert report["t50"]["precision"] == pytest.approx(skm.precision_score(calibrated, decided))
-    overconfident = metrics.expected_calibration_error(y, (p > 0.5).astype(float))
+    assert report["t50"]["npv"] == pytest.approx(((p < 0.5) & (calibrated == 0)).sum() / (p < 0.5).sum())
+    overconfident = metrics.binary_report(y, (p > 0.5).astype(float), {}, n_resamples=20)["ece"]
     assert overconfident > 0.3
-
-
-def test_gradcam_scores():
-    mask = np.zeros((10, 10), bool)
-    mask[2:4, 2:4] = True
-    cam = np.zeros((10, 10))
-    cam[3, 3] = 1.0
-    assert metrics.pointing_game(cam, mask)
-    cam2 = np.zeros((10, 10))
-    cam2[8, 8] = 1
-    assert not metrics.pointing_game(cam2, mask)
-    blob = np.zeros((10, 10))
-    blob[2:4, 2:4] = 1
-    assert metrics.topk_iou(blob + 1e-3 * np.arange(100).reshape(10, 10), mask, 0.04) == 1.0
-    with pytest.raises(ValueError, match="non-empty"):
-        metrics.pointing_game(cam, np.zeros((10, 10)))

@@ -71,3 +71,7 @@ def test_report_and_table_used_by_the_notebook():
     assert table.loc["Normal", "specificity"] == pytest.approx((150 - 30 - 11 - 10) / (150 - 40))
     macro = np.mean(table["f1"])
     assert report["macro_f1"] == pytest.approx(macro)
+    shown = per_class_table(report, with_ci=True)
+    low, high = report["per_class"]["COVID"]["precision_ci"]
+    assert shown.loc["COVID", "precision"] == f"{50 / 62:.3f} [{low:.3f}, {high:.3f}]"
+    assert low <= 50 / 62 <= high and shown.loc["COVID", "support"] == 60

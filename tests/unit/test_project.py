@@ -17,7 +17,9 @@ from xraylib import cli, config
 FRAMEWORK_FREE = ["xraylib", "xraylib.config", "xraylib.data", "xraylib.images", "xraylib.metrics",
                   "xraylib.plots", "xraylib.synthetic", "xraylib.cli", "xraylib.gradcam_maps", "xraylib.gradcam_scores",
                   "xraylib.gradcam_sets", "xraylib.gradcam_figures", "xraylib.gradcam_overlays", "xraylib.errors",
-                  "xraylib.model_files", "xraylib.schema", "xraylib.inference", "xraylib.evaluation"]
+                  "xraylib.model_files", "xraylib.schema", "xraylib.inference", "xraylib.evaluation",
+                  "xraylib.statistics", "xraylib.calibration", "xraylib.gradcam_faithfulness", "xraylib.model_card",
+                  "xraylib.model_card_sections"]
 
 
 def test_framework_free_modules_import_no_framework():
