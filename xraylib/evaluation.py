@@ -110,6 +110,34 @@ def headline_table(report: dict, keys, digits: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("figure").astype(float).round(digits)
 
 
+EXTERNAL_FIGURES = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity", "precision", "npv",
+                    "balanced_accuracy", "ece", "brier")
+
+
+def external_table(internal: dict, internal_threshold: str, external: dict[str, dict], external_threshold: str,
+                   digits: int = 3) -> pd.DataFrame:
+    """Internal test figures beside each external set's, as ``value [low, high]`` text.
+
+    Args:
+        internal: the internal test's :func:`xraylib.metrics.binary_report`.
+        internal_threshold: its block of the decision threshold (``youden_val``).
+        external: ``{set name: binary_report}`` of the same model on each external set.
+        external_threshold: their block of the same threshold (:data:`STORED`, as ``xraylib evaluate`` names it).
+    """
+    def column(report: dict, threshold: str) -> dict:
+        block, out = report.get(threshold, {}), {}
+        for key in EXTERNAL_FIGURES:
+            source = report if key in report else block  # AUC, ECE ... overall; rates per threshold
+            out[key] = format_ci(source.get(key), source.get(f"{key}_ci"), digits)
+        return out
+
+    table = {"internal test": column(internal, internal_threshold),
+             **{name: column(rep, external_threshold) for name, rep in external.items()}}
+    frame = pd.DataFrame(table)
+    frame.index.name = f"figure (threshold: {internal.get(internal_threshold, {}).get('threshold', float('nan')):.3f})"
+    return frame
+
+
 def bootstrap_groups(frame: pd.DataFrame) -> np.ndarray:
     """The clustered bootstrap's group of each image of a manifest ``frame``.
 

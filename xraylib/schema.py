@@ -112,6 +112,13 @@ class MulticlassData(_Section):
     root: Path_
 
 
+class ExternalSet(_Section):
+    """One entry of ``data.external``: a class-per-folder image set from another site, scored, never trained on."""
+
+    name: RunName
+    root: Path_
+
+
 class Data(_Section):
     """The shared ``data`` section: sources, patient-level splits, the one image preparation."""
 
@@ -120,6 +127,7 @@ class Data(_Section):
     val_fraction: float = Field(gt=0, lt=0.5)  # data.assign_splits: 0 < f < 0.5
     test_fraction: float = Field(gt=0, lt=0.5)
     keep_official_test: bool
+    external: Annotated[list[ExternalSet], Allowed("a list of {name, root} mappings ([] = none)")]
     resize: ResizeMode
     equalize: EqualizeMode
 

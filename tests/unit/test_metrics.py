@@ -130,3 +130,18 @@ def test_binary_report_and_calibration():
     assert report["t50"]["npv"] == pytest.approx(((p < 0.5) & (calibrated == 0)).sum() / (p < 0.5).sum())
     overconfident = metrics.binary_report(y, (p > 0.5).astype(float), {}, n_resamples=20)["ece"]
     assert overconfident > 0.3
+
+
+def test_external_table_puts_internal_and_external_side_by_side():
+    from xraylib import evaluation
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.4 * y + rng.random(200) * 0.6, 0, 1)
+    internal = metrics.binary_report(y, p, {"youden_val": 0.5}, n_resamples=50)
+    shifted = metrics.binary_report(y, np.clip(p + 0.2, 0, 1), {evaluation.STORED: 0.5}, n_resamples=50)
+    table = evaluation.external_table(internal, "youden_val", {"site_b": shifted}, evaluation.STORED)
+    assert list(table.columns) == ["internal test", "site_b"]
+    assert table.loc["roc_auc", "internal test"].startswith(f"{internal['roc_auc']:.3f} [")
+    assert table.loc["specificity", "site_b"].startswith(f"{shifted[evaluation.STORED]['specificity']:.3f} [")
+    assert table.loc["specificity", "site_b"] != table.loc["specificity", "internal test"]
