@@ -78,6 +78,14 @@ def prepared(paths, size: int, equalize: str, shift=None) -> np.ndarray:
     return np.stack(out)[..., None].astype(np.float32)
 
 
+def kermany_manifest(root, seed: int) -> pd.DataFrame:
+    """The study's patient-level manifest of the Kermany folder ``root`` (params.yaml's split settings)."""
+    data_params = {**config.load_params()["data"], "binary": {"source": "kermany", "root": str(root)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data.build_manifest("binary", data_params, seed, out_dir=tmp, progress=False)
+        return data.load_manifest("binary", tmp)
+
+
 def subset(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """At most ``n`` rows, stratified by label, manifest order kept."""
     if n <= 0 or len(frame) <= n:
@@ -116,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     params = config.load_params()
-    data_params = {**params["data"], "binary": {"source": "kermany", "root": str(root)}}
-    with tempfile.TemporaryDirectory() as tmp:
-        data.build_manifest("binary", data_params, args.seed, out_dir=tmp, progress=False)
-        manifest = data.load_manifest("binary", tmp)
+    manifest = kermany_manifest(root, args.seed)
     classes = data.class_names(manifest)
     frames = {s: subset(manifest[manifest["split"] == s], n, args.seed)
               for s, n in (("train", args.max_train), ("val", args.max_val))}  # the test split is never used here

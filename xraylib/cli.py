@@ -69,6 +69,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                                    n_patients=synthetic.scaled_patients(task, spec["patients_scale"][task]),
                                    overwrite=True)
         print(f"synthetic {task}: {len(frame)} images of {frame['patient_id'].nunique()} patients -> {out}")
+    ext = spec["external"]
+    frame = synthetic.generate_external(out, n_patients=int(ext["patients_per_class"]),
+                                        image_size=int(spec["image_size"]), difficulty=float(spec["difficulty"]),
+                                        seed=int(params["seed"]), gamma=float(ext["gamma"]), frame=float(ext["frame"]))
+    print(f"synthetic external site: {len(frame)} images of {frame['patient_id'].nunique()} patients -> "
+          f"{out / synthetic.EXTERNAL_ROOT}")
     return 0
 
 
@@ -482,7 +488,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = inference.load_classifier(config.user_path(args.model))
     result = inference.evaluate_folder(model, config.user_path(args.data), config.user_path(args.out),
-                                       batch_size=args.batch_size)
+                                       batch_size=args.batch_size, site_calibration=args.site_calibration)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -613,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder for metrics JSON and figures, relative to the working directory "
                         "(default external_evaluation)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--site-calibration", choices=("none", "platt", "temperature"), default="none",
+                   help="binary models: ALSO report a labelled site-calibrated result, threshold and this map fitted "
+                        "on the folder's own patients by 2-fold cross-fitting (default none: the model as shipped)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict class probabilities for images, a list or folders")

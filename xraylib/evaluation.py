@@ -112,27 +112,44 @@ def headline_table(report: dict, keys, digits: int = 3) -> pd.DataFrame:
 
 EXTERNAL_FIGURES = ("roc_auc", "average_precision", "accuracy", "sensitivity", "specificity", "precision", "npv",
                     "balanced_accuracy", "ece", "brier")
+SITE_CALIBRATED = "site-calibrated"  # xraylib.site_calibration.LABEL: the block and column name of that mode
 
 
 def external_table(internal: dict, internal_threshold: str, external: dict[str, dict], external_threshold: str,
-                   digits: int = 3) -> pd.DataFrame:
+                   digits: int = 3, internal_calibration: dict | None = None) -> pd.DataFrame:
     """Internal test figures beside each external set's, as ``value [low, high]`` text.
+
+    Rows are :data:`EXTERNAL_FIGURES` (``ece`` of the probabilities as trained) and ``ece_recalibrated``
+    (after the recalibration fitted on validation, where the report has it). An external report with a
+    ``site_calibration`` block (:func:`xraylib.site_calibration.report`) adds a column
+    ``<name> (site-calibrated)``: rates at thresholds fitted on the site's own patients (cross-fitted)
+    and the ECE after the site's map; its ROC-AUC and AP are the model's, unchanged, so left blank.
 
     Args:
         internal: the internal test's :func:`xraylib.metrics.binary_report`.
         internal_threshold: its block of the decision threshold (``youden_val``).
-        external: ``{set name: binary_report}`` of the same model on each external set.
+        external: ``{set name: binary_report}`` of the same model on each external set (with its
+            ``calibration`` block from :func:`xraylib.inference.evaluate_folder`).
         external_threshold: their block of the same threshold (:data:`STORED`, as ``xraylib evaluate`` names it).
+        internal_calibration: the internal test's :func:`xraylib.metrics.calibration_report`.
     """
-    def column(report: dict, threshold: str) -> dict:
+    def column(report: dict, threshold: str, calibration_block: dict | None) -> dict:
         block, out = report.get(threshold, {}), {}
         for key in EXTERNAL_FIGURES:
             source = report if key in report else block  # AUC, ECE ... overall; rates per threshold
             out[key] = format_ci(source.get(key), source.get(f"{key}_ci"), digits)
+        after = (calibration_block or {}).get("after", {})
+        out["ece_recalibrated"] = format_ci(after.get("ece"), after.get("ece_ci"), digits)
         return out
 
-    table = {"internal test": column(internal, internal_threshold),
-             **{name: column(rep, external_threshold) for name, rep in external.items()}}
+    table = {"internal test": column(internal, internal_threshold, internal_calibration)}
+    for name, rep in external.items():
+        table[name] = column(rep, external_threshold, rep.get("calibration"))
+        site = rep.get("site_calibration")
+        if site:
+            site_column = column(site["decisions"], SITE_CALIBRATED, site["calibration"])
+            site_column.update({key: "" for key in ("roc_auc", "average_precision", "ece", "brier")})
+            table[f"{name} ({SITE_CALIBRATED})"] = site_column
     frame = pd.DataFrame(table)
     frame.index.name = f"figure (threshold: {internal.get(internal_threshold, {}).get('threshold', float('nan')):.3f})"
     return frame

@@ -276,3 +276,31 @@ def standardize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     std = max(float(x.std()), 1.0 / np.sqrt(x.size))
     return (x - x.mean()) / std
+
+
+# The recipe of random_view (the views of benchmarks/binary_external_search.py, train_binary.cache_views).
+VIEW_ROTATION_DEG = 7.0   # uniform in +-7 degrees
+VIEW_MIN_SCALE = 0.8      # a random square crop of 80-100 % of the side, resized back
+VIEW_LOG_GAMMA = 0.35     # intensities ** exp(U(-0.35, 0.35)): gamma 0.70-1.42, another exposure curve
+VIEW_CONTRAST = 0.25      # contrast x U(0.75, 1.25) about the image mean
+
+
+def random_view(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random acquisition-like view of a prepared uint8 image (same size): rotation, crop/scale, gamma,
+    contrast, and a mirror image half of the time. Pure numpy/PIL, so both frameworks can use it.
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.shape[0] != gray.shape[1]:
+        raise ValueError(f"random_view expects a square 2-D uint8 image, got shape {gray.shape}")
+    size = gray.shape[0]
+    pil = Image.fromarray(gray.astype(np.uint8)).rotate(rng.uniform(-VIEW_ROTATION_DEG, VIEW_ROTATION_DEG),
+                                                        resample=Image.BILINEAR)
+    side = int(round(size * (1 - rng.uniform(0, 1 - VIEW_MIN_SCALE))))
+    left, top = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    pil = pil.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    x = np.asarray(pil, dtype=np.float64) / 255.0
+    x = x ** np.exp(rng.uniform(-VIEW_LOG_GAMMA, VIEW_LOG_GAMMA))
+    x = x.mean() + (1 + rng.uniform(-VIEW_CONTRAST, VIEW_CONTRAST)) * (x - x.mean())
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from xraylib import calibration, config, data, evaluation, images, metrics, model_files, outputs, plots
+from xraylib import site_calibration as site_calibration_module
 from xraylib.evaluation import safe_column  # noqa: F401  (part of this module's interface: the CSV schema)
 
 FRAMEWORKS = {".keras": "keras", ".pt": "torch", ".pth": "torch"}
@@ -248,7 +249,8 @@ def predict_files(model: Classifier, inputs: Sequence[str | Path], output_csv: s
     return {"predicted": len(kept), "skipped": skipped, "output": str(output_csv), "warning": warning}
 
 
-def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, *, batch_size: int = BATCH) -> dict:
+def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, *, batch_size: int = BATCH,
+                    site_calibration: str = "none") -> dict:
     """Evaluate a model on a class-per-folder image set whose folders are (some of) its classes.
 
     The folder is read by the data stage's rules (:func:`xraylib.data.scan_source`,
@@ -260,6 +262,10 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
     Every figure has a 95 % bootstrap interval that resamples patients when the file names carry
     patient ids (Kermany's ``personN`` / ``IM-NNNN``), single images otherwise (then a warning says so);
     a model with a stored recalibration map also reports calibration before and after it.
+
+    ``site_calibration`` (``platt`` or ``temperature``; binary models) adds a separate, labelled
+    ``site_calibration`` block: threshold and map fitted on this set's own patients by 2-fold
+    cross-fitting (:mod:`xraylib.site_calibration`); the plain report is unchanged.
 
     Raises:
         ValueError: class folders that are not classes of the model.
@@ -309,6 +315,10 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
                                                                s.recalibration, n_resamples=1000, seed=0,
                                                                groups=groups)
             summary["calibration"] = {when: report["calibration"][when] for when in ("before", "after")}
+        if site_calibration != "none":
+            report["site_calibration"] = site_calibration_module.report(y_true, probabilities[:, 1], groups,
+                                                                        site_calibration, n_resamples=1000, seed=0)
+            summary["site_calibration"] = site_calibration_module.summary(report["site_calibration"])
         figures = {}
         if len(np.unique(y_true)) == 2:  # curves need both classes
             figures = evaluation.report_figures(y_true, probabilities[:, 1], thresholds, list(s.class_names),
@@ -316,6 +326,9 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
             for name, curve in evaluation.curve_frames(y_true, probabilities[:, 1]).items():
                 outputs.write_plot_data(curve, name, out_dir)
     else:
+        if site_calibration != "none":
+            raise ValueError("site calibration is for binary models (a threshold and a one-parameter map); "
+                             f"{model.path.name} has {len(s.class_names)} classes")
         report = metrics.multiclass_report(y_true, probabilities, list(s.class_names), n_resamples=1000, seed=0,
                                            groups=groups)
         summary.update({k: report[k] for k in ("accuracy", "accuracy_ci", "balanced_accuracy", "balanced_accuracy_ci",
@@ -340,3 +353,36 @@ def evaluate_folder(model: Classifier, folder: str | Path, out_dir: str | Path, 
               "warnings": warnings_list}
     outputs.write_metrics(result, "metrics", out_dir)
     return outputs.to_json_safe(result, digits=None)
+
+
+def confident_errors(model: Classifier, predictions: pd.DataFrame, true_class: str, n: int = 8
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """The ``n`` images of ``true_class`` the model got wrong most confidently, with Grad-CAM overlays.
+
+    Args:
+        model: the classifier that wrote ``predictions``.
+        predictions: the CSV schema with ``label`` (``predictions.csv`` of :func:`evaluate_folder`).
+        true_class: e.g. ``NORMAL``: its images predicted as another class, highest probability
+            of the predicted class first.
+
+    Returns:
+        ``(prepared images, Grad-CAM overlays as RGB, titles)`` for :func:`xraylib.plots.plot_image_grid`;
+        the map is of the (wrongly) predicted class: what drove the wrong call.
+    """
+    from xraylib import gradcam_maps
+
+    s = model.settings
+    if true_class not in s.class_names:
+        raise ValueError(f"{true_class!r} is not a class of the model {list(s.class_names)}")
+    wrong = predictions[(predictions["label"] == true_class) & (predictions["predicted"] != true_class)].copy()
+    wrong["confidence"] = [row[f"prob_{safe_column(row['predicted'])}"] for _, row in wrong.iterrows()]
+    wrong = wrong.sort_values("confidence", ascending=False, kind="stable").head(n)
+    if wrong.empty:
+        return [], [], []
+    batch = np.stack([images.prepare(config.resolve(p), s.image_size, s.resize, s.equalize) for p in wrong["path"]])
+    classes = [s.class_names.index(c) for c in wrong["predicted"]]
+    cams = model.cams(batch, classes)
+    overlays = [gradcam_maps.apply_mask(img, gradcam_maps.upsample_cam(cam, img.shape)) for img, cam in zip(batch, cams)]
+    titles = [f"{Path(p).name}\n{c} {conf:.2f}" for p, c, conf in zip(wrong["path"], wrong["predicted"],
+                                                                      wrong["confidence"])]
+    return list(batch), overlays, titles

@@ -499,6 +499,8 @@ def _binary_inputs(metrics_dir: Path, model_dir: Path | None) -> list[_CardInput
              **(binary.get("model") or {}), "thresholds": binary.get("threshold") or {},
              "date": _file_date(metrics_dir / "binary.json"),
              "version": _version(model_dir / "model.keras" if model_dir else None)}
+    if "validation_threshold" in saved:  # site calibration replaced the validation threshold in model.json
+        facts["site_threshold"] = saved.get("threshold")
     if isinstance(saved.get("training"), dict):
         facts["training"] = {**saved["training"], **(facts.get("training") or {})}
     if isinstance(binary.get("data"), dict):

@@ -462,6 +462,8 @@ def metrics_section(task: str, model: dict, report: dict) -> list[str]:
         rule = (model.get("threshold_rule")
                 or "Youden's J (sensitivity + specificity - 1) maximised on the validation split")
         stored = thresholds.get("youden_val", model.get("threshold")) if isinstance(thresholds, dict) else thresholds
+        if is_number(model.get("site_threshold")):  # train_binary.calibrate_on: an external set, not validation
+            stored = model["site_threshold"]
         text = (f"**Decision thresholds.** The model outputs a probability of the positive class. The stored threshold"
                 f"{' ' + num(stored) if is_number(stored) else ''} was chosen by {rule}, never on the test split. ")
         if isinstance(thresholds, dict) and any(k.startswith("original") for k in thresholds):

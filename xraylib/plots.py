@@ -230,3 +230,19 @@ def plot_intensity_histograms(before: list, after: list, titles: list[str]) -> p
     axes[1, 0].set_ylabel("pixels (standardised)")
     fig.tight_layout()
     return fig
+
+
+def plot_set_histograms(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Mean intensity histogram of each image set, one panel per class (:func:`xraylib.dataset_shift.intensity_histograms`)."""
+    labels = sorted(frame["label"].unique())
+    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.6 * max(1, len(labels)), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, label in zip(axes[0], labels):
+        for set_name, part in frame[frame["label"] == label].groupby("set", sort=False):
+            ax.plot(part["intensity"], part["fraction"], label=set_name, drawstyle="steps-post")
+        ax.set(title=label, xlabel="pixel intensity (0-255)")
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("fraction of pixels")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

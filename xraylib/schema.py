@@ -90,12 +90,21 @@ class PatientsScale(_Section):
     multiclass: float = Field(gt=0)
 
 
+class SyntheticExternal(_Section):
+    """``synthesize.external``: the demo's second site (:func:`xraylib.synthetic.generate_external`)."""
+
+    patients_per_class: int = Field(ge=2)
+    gamma: float = Field(gt=0)
+    frame: float = Field(ge=0, lt=0.5)
+
+
 class Synthesize(_Section):
     """Stage ``synthesize``: the synthetic demo data (:mod:`xraylib.synthetic`)."""
 
     image_size: int = Field(ge=32)
     difficulty: float = Field(ge=0, le=1)
     patients_scale: PatientsScale
+    external: SyntheticExternal
 
 
 class BinaryData(_Section):
@@ -117,6 +126,10 @@ class ExternalSet(_Section):
 
     name: RunName
     root: Path_
+    # none: the model as shipped (stored threshold and recalibration). platt | temperature: ALSO a clearly
+    # labelled site-calibrated report, the threshold and that map fitted on this set's own patients by 2-fold
+    # cross-fitting (xraylib.site_calibration), so no image is decided by a rule fitted on its patient
+    site_calibration: Literal["none", "platt", "temperature"]
 
 
 class Data(_Section):
@@ -162,6 +175,7 @@ class TrainBinary(_Section):
     fine_tune_at: Annotated[str, Field(min_length=1), Allowed("'auto' or the name of a backbone layer")]
     fine_tune_learning_rate: float = Field(gt=0)
     cache_features: bool
+    cache_views: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
     l2: float = Field(ge=0)
     label_smoothing: float = Field(ge=0, lt=1)
@@ -179,6 +193,8 @@ class TrainBinary(_Section):
     original_threshold: float = Field(gt=0, lt=1)
     n_bootstrap: int = Field(ge=1)
     recalibration: Literal["none", "platt", "temperature"]
+    calibrate_on: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+                            Allowed("'validation' or the name of a data.external set")]
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> "TrainBinary":
@@ -282,6 +298,20 @@ class Params(_Section):
     train_binary: TrainBinary
     train_multiclass: TrainMulticlass
     gradcam: Gradcam
+
+    @model_validator(mode="after")
+    def _calibration_set_exists(self) -> "Params":
+        target = self.train_binary.calibrate_on
+        if target == "validation":
+            return self
+        sets = {entry.name: entry for entry in self.data.external}
+        if target not in sets:
+            raise ValueError(f"train_binary.calibrate_on: expected 'validation' or the name of a data.external set "
+                             f"{sorted(sets)}, got {target!r}")
+        if sets[target].site_calibration == "none":
+            raise ValueError(f"train_binary.calibrate_on: data.external set {target!r} needs site_calibration "
+                             f"platt or temperature (its figures are then reported cross-fitted), got 'none'")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------

@@ -388,3 +388,61 @@ def generate(out_dir, task: str, *, n_patients: int | Mapping[str, int] | None =
         "lung_masks/ (binary layout) or <Class>/masks/ (COVID-19 Radiography layout).\n")
     return pd.DataFrame(rows, columns=["path", "label", "patient_id", "split", "lesion_mask",
                                        "lung_mask", "lesion_fraction"])
+
+
+EXTERNAL_ROOT = "chest_xray_external"
+
+
+def acquisition_shift(img: np.ndarray, gamma: float, frame: float) -> np.ndarray:
+    """Another machine's look: intensities raised to ``gamma`` (< 1 brighter) and a black collimation frame.
+
+    ``frame`` is the fraction of each side painted black (0 = none).
+    """
+    if gamma <= 0 or not 0 <= frame < 0.5:
+        raise ValueError(f"need gamma > 0 and 0 <= frame < 0.5, got gamma={gamma!r}, frame={frame!r}")
+    out = 255.0 * (np.asarray(img, dtype=np.float64) / 255.0) ** gamma
+    h, w = out.shape
+    bh, bw = int(round(h * frame)), int(round(w * frame))
+    if bh:
+        out[:bh], out[h - bh:] = 0, 0
+    if bw:
+        out[:, :bw], out[:, w - bw:] = 0, 0
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def generate_external(out_dir, *, n_patients: int, image_size: int, difficulty: float, seed: int,
+                      gamma: float, frame: float) -> pd.DataFrame:
+    """A binary "second site" for external validation of the demo study (NOT medical data).
+
+    New patients (drawn with a seed derived from ``seed``, so no image repeats the main set's) with
+    the same findings, seen through :func:`acquisition_shift`; written class-per-folder to
+    ``out_dir/chest_xray_external/{NORMAL,PNEUMONIA}/`` (replaced if present), the layout that
+    ``data.external`` reads. Returns one row per image (``path`` relative to ``out_dir``, ``label``,
+    ``patient_id``).
+    """
+    import tempfile
+
+    root = Path(out_dir) / EXTERNAL_ROOT
+    if root.exists():
+        shutil.rmtree(root)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="xraylib_external_") as tmp:
+        frame_ = generate(tmp, "binary", n_patients=n_patients, image_size=image_size, difficulty=difficulty,
+                          seed=int(seed) + EXTERNAL_SEED_OFFSET, test_fraction=0.0)
+        for row in frame_.itertuples():
+            with Image.open(Path(tmp) / row.path) as img:
+                shifted = acquisition_shift(np.asarray(img), gamma, frame)
+            target = root / row.label / Path(row.path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(shifted).save(target, format="PNG")
+            rows.append({"path": target.relative_to(out_dir).as_posix(), "label": row.label,
+                         "patient_id": row.patient_id})
+    (root / "SYNTHETIC_README.txt").write_text(
+        "SYNTHETIC DATA - NOT MEDICAL DATA.\n"
+        "A second 'site' for external validation of the demo study: new synthetic patients "
+        f"(seed {int(seed) + EXTERNAL_SEED_OFFSET}, {n_patients} per class) through an acquisition shift "
+        f"(gamma {gamma}, black frame {frame} of each side). xraylib.synthetic.generate_external.\n")
+    return pd.DataFrame(rows, columns=["path", "label", "patient_id"])
+
+
+EXTERNAL_SEED_OFFSET = 7919  # the external set's generator seed is seed + this: new patients, same recipe

@@ -407,8 +407,10 @@ def _inference_function(model: keras.Model):
 
 
 def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
-            dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
+            dtype: str = "float16", transform=None) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over the images of ``dataset`` (inference mode), batch by batch.
+
+    ``transform``: optional numpy function applied to each batch ``(B, S, S, 1)`` first (a random view).
 
     Returns:
         ``(outputs, labels)`` in the order the dataset yields them (for a shuffled
@@ -418,6 +420,7 @@ def extract(model: keras.Model, dataset: tf.data.Dataset, *, flip: bool = False,
     parts, labels = [], []
     for x, y in dataset:
         x = flip_images(x) if flip else x
+        x = tf.convert_to_tensor(transform(np.asarray(x))) if transform is not None else x
         parts.append(np.asarray(infer(x)).astype(dtype))
         labels.append(np.asarray(y))
     return np.concatenate(parts), np.concatenate(labels)

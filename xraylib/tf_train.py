@@ -10,9 +10,12 @@ Two ways to train, chosen by the weights:
   normalisation stays frozen, as usual for fine-tuning) at a lower learning rate.
   With ``cache_features: true`` the frozen part runs ONCE per image: its
   activations at the cut are kept in memory (float16) and every epoch costs only
-  the trainable top, which makes CPU training feasible. The price: image
-  augmentation cannot act on cached activations (it is applied only when
-  ``cache_features: false``, the GPU recipe).
+  the trainable top, which makes CPU training feasible. Augmentation layers
+  cannot act on cached activations; instead ``cache_views: K`` passes the
+  training images K times through the frozen part, every pass after the first
+  a random image-space view (:func:`xraylib.images.random_view`), so the cache
+  holds K augmented copies (K times the extraction time and memory).
+  ``cache_features: false`` (the GPU recipe) augments every epoch with the layers.
 
 Callbacks in every phase: early stopping, reduce-LR-on-plateau, a best-on-validation
 checkpoint (restored at the end of the phase), a CSV log and one progress line
@@ -33,7 +36,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from xraylib import tf_model
+from xraylib import images, tf_model
 # Inference lives in tf_model; predict_proba is also reached as tf_train.predict_proba (notebook 03, benchmarks).
 from xraylib.tf_model import TTA_MODES, extract, predict_proba, tta_views  # noqa: F401
 from xraylib.tf_layers import WeightedBinaryCrossentropy, class_frequency_weights
@@ -43,7 +46,8 @@ IMBALANCE = ("weighted_loss", "class_weight", "none")
 
 # train_binary keys that are not settings of the training run: paths, the data preparation of the
 # stage and the evaluation after training (notebook 03 reads them itself).
-STAGE_KEYS = ("manifest_dir", "model_dir", "equalize_override", "original_threshold", "n_bootstrap", "recalibration")
+STAGE_KEYS = ("manifest_dir", "model_dir", "equalize_override", "original_threshold", "n_bootstrap", "recalibration",
+              "calibrate_on")
 
 
 def _unknown_key(dotted: str, key: str, choices) -> str:
@@ -74,6 +78,7 @@ class TrainConfig:
     fine_tune_at: str
     fine_tune_learning_rate: float
     cache_features: bool
+    cache_views: int
     dropout: float
     l2: float
     label_smoothing: float
@@ -97,7 +102,7 @@ class TrainConfig:
             raise ValueError(f"train_binary.tta must be one of {TTA_MODES}, got {self.tta!r}")
         if self.monitor not in ("val_loss", "val_auc"):
             raise ValueError(f"train_binary.monitor must be 'val_loss' or 'val_auc', got {self.monitor!r}")
-        for name, least in (("epochs", 1), ("fine_tune_epochs", 0), ("batch_size", 1)):
+        for name, least in (("epochs", 1), ("fine_tune_epochs", 0), ("batch_size", 1), ("cache_views", 1)):
             value = getattr(self, name)
             if int(value) != value or value < least:
                 raise ValueError(f"train_binary.{name} must be an integer >= {least}, got {value!r}")
@@ -348,8 +353,20 @@ def cache_activations(model: keras.Model, cfg: TrainConfig, data: dict) -> dict:
     """
     lower, _ = tf_model.split_at(model, cut_layer(cfg))
     cached_train, y_train = extract(lower, data["train"]["dataset"])
+    if int(cfg.cache_views) > 1:
+        rng = np.random.default_rng([int(cfg.seed), 0x71E5])
+        views = [extract(lower, data["train"]["dataset"], transform=lambda x: random_views(x, rng))
+                 for _ in range(int(cfg.cache_views) - 1)]
+        cached_train = np.concatenate([cached_train, *(v[0] for v in views)])
+        y_train = np.concatenate([y_train, *(v[1] for v in views)])
     views = [extract(lower, data["val"]["dataset"], flip=i == 1) for i in range(len(tta_views(cfg.tta)))]
     return {"train": (cached_train, y_train), "val": ([v[0] for v in views], views[0][1])}
+
+
+def random_views(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`xraylib.images.random_view` of every image of a ``(B, S, S, 1)`` batch (values 0..255)."""
+    grey = np.clip(np.round(batch[..., 0]), 0, 255).astype(np.uint8)
+    return np.stack([images.random_view(g, rng) for g in grey])[..., None].astype(np.float32)
 
 
 def _train_cached(model, cfg, data, work, log_csv, frames, info) -> np.ndarray:
@@ -357,7 +374,8 @@ def _train_cached(model, cfg, data, work, log_csv, frames, info) -> np.ndarray:
     cache = cache_activations(model, cfg, data)
     (x_train, y_train), (x_val, y_val) = cache["train"], cache["val"]
     print(f"cached frozen activations at '{cut_layer(cfg)}' {tuple(x_train.shape[1:])}: "
-          f"train {len(x_train)} images, val {len(y_val)} images x {len(x_val)} view(s)", flush=True)
+          f"train {len(x_train)} images ({int(cfg.cache_views)} view(s) of {len(x_train) // int(cfg.cache_views)}), "
+          f"val {len(y_val)} images x {len(x_val)} view(s)", flush=True)
     history, val_probs, cached_info = train_on_cached(model, cfg, x_train, y_train, x_val, y_val, log_csv=log_csv,
                                                       work=work)
     frames.append(history)

@@ -159,3 +159,35 @@ def test_original_validation_images_when_available(saved_model, tmp_path):
         pytest.skip(f"real data not available: {config.SHARED_DIR / 'data' / 'kermany_val_original'} is absent")
     result = _evaluate(saved_model[0], folder, tmp_path / "orig")
     assert result["summary"]["images"] == 16 and result["summary"]["quarantined"] == 0
+
+
+def test_site_calibration_is_an_extra_labelled_block_and_leaves_the_plain_report(saved_model, external_folder,
+                                                                                 tmp_path, capsys):
+    path = saved_model[0]
+    plain = _evaluate(path, external_folder, tmp_path / "plain")
+    assert cli.main(["evaluate", str(path), str(external_folder), "--out", str(tmp_path / "site"),
+                     "--site-calibration", "platt"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    site = printed["site_calibration"]
+    assert site["mode"] == "site-calibrated" and site["method"] == "platt" and len(site["thresholds"]) == 2
+    for key in ("accuracy", "sensitivity", "specificity", "ece"):
+        assert 0 <= site[key] <= 1 and len(site[f"{key}_ci"]) == 2
+    assert printed[inference.evaluation.STORED] == plain["summary"][inference.evaluation.STORED]  # as shipped: same
+    stored = json.loads((tmp_path / "site" / "metrics.json").read_text())
+    assert stored["report"]["site_calibration"]["decisions"]["bootstrap"]["groups"] > 1
+
+
+def test_confident_errors_are_the_wrongly_called_images_most_confident_first(saved_model, external_folder, tmp_path):
+    path = saved_model[0]
+    _evaluate(path, external_folder, tmp_path / "r")
+    table = pd.read_csv(tmp_path / "r" / "predictions.csv")
+    classifier = inference.load_classifier(path)
+    images_, overlays, titles = inference.confident_errors(classifier, table, "NORMAL", n=3)
+    wrong = table[(table["label"] == "NORMAL") & (table["predicted"] == "PNEUMONIA")]
+    assert len(images_) == len(overlays) == len(titles) == min(3, len(wrong))
+    expected = wrong.sort_values("prob_PNEUMONIA", ascending=False, kind="stable").head(3)
+    assert [t.split("\n")[0] for t in titles] == [Path(p).name for p in expected["path"]]
+    for img, overlay in zip(images_, overlays):
+        assert img.shape == (SIZE, SIZE) and overlay.shape == (SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="not a class of the model"):
+        inference.confident_errors(classifier, table, "COVID")

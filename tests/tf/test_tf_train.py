@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.tf.helpers import study_params, train_config
-from xraylib import evaluation, images, metrics, schema, tf_data, tf_train
+from xraylib import evaluation, images, metrics, schema, tf_data, tf_model, tf_train
 
 SIZE = 32
 
@@ -84,6 +84,41 @@ def test_pretrained_backbone_cached_then_fine_tuned(tmp_path, tiny_manifest, tin
     # The cached path and the full model agree on validation (flip TTA included).
     full = tf_train.predict_proba(result.model, data["val"]["dataset"], "flip")
     np.testing.assert_allclose(full, result.val_probs, atol=2e-3)
+
+
+def test_cached_views_add_augmented_passes_of_the_training_images(tmp_path, tiny_manifest, tiny_class_names):
+    weights = tmp_path / "xception_notop.weights.h5"
+    keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3)).save_weights(weights)
+    n = int((tiny_manifest["split"] == "train").sum())
+
+    def cache(views):
+        cfg = train_config(backbone="xception", weights=str(weights), image_size=71, epochs=1, fine_tune_epochs=1,
+                           batch_size=8, cache_views=views, seed=1)
+        tf_train.set_determinism(1)  # fresh datasets after the seed: the same shuffled order in every call
+        data = tf_data.split_datasets(tiny_manifest, tiny_class_names, image_size=71, resize_mode="stretch",
+                                      equalize_method="none", batch_size=8, seed=1)
+        model = tf_model.build_model("xception", 71, str(weights), input_norm="auto", dropout=0.3, l2=0.0,
+                                     augment=None, seed=1)
+        return tf_train.cache_activations(model, cfg, data)["train"]
+
+    (one, y_one), (three, y_three), (again, _) = cache(1), cache(3), cache(3)
+    assert len(three) == len(y_three) == 3 * n
+    np.testing.assert_array_equal(three[:n], one)  # the first pass is the unaugmented images
+    np.testing.assert_array_equal(np.sort(y_three[n:2 * n]), np.sort(y_one))  # every view has every image
+    assert not np.allclose(three[n:2 * n], one)  # later passes are different (augmented) pixels
+    np.testing.assert_array_equal(again, three)  # seeded: the same views every run
+    with pytest.raises(ValueError, match="cache_views"):
+        train_config(cache_views=0)
+
+
+def test_random_view_is_a_seeded_same_size_image():
+    gray = (np.arange(40 * 40).reshape(40, 40) % 251).astype(np.uint8)
+    a = images.random_view(gray, np.random.default_rng(0))
+    b = images.random_view(gray, np.random.default_rng(0))
+    assert a.shape == gray.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, gray)
+    with pytest.raises(ValueError, match="square 2-D"):
+        images.random_view(np.zeros((4, 5), np.uint8), np.random.default_rng(0))
 
 
 def test_threshold_rule_and_confusion_orientation():

@@ -500,3 +500,14 @@ def test_import_loads_no_framework_and_no_hub_client():
             "print([m for m in ('tensorflow', 'keras', 'torch', 'huggingface_hub') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_site_calibrated_model_card_states_the_stored_site_threshold(tmp_path):
+    metrics, models = _metrics_dir(tmp_path), tmp_path / "models"
+    _binary_model(models)
+    meta = json.loads((models / "binary" / "model.json").read_text())
+    meta.update({"threshold": 0.912, "validation_threshold": 0.5,
+                 "threshold_rule": "SITE CALIBRATION: Youden's J on the 326 images of the external set 'dev'"})
+    (models / "binary" / "model.json").write_text(json.dumps(meta))
+    text = model_card.cards_from_metrics(metrics, tmp_path / "cards", models_dir=models)[0].read_text()
+    assert "The stored threshold 0.912 was chosen by SITE CALIBRATION" in text

@@ -243,3 +243,28 @@ def test_existing_dir_refused_unless_overwrite(tmp_path):
     # an empty existing root is fine, and the other task's root is independent
     (tmp_path / "COVID-19_Radiography_Dataset").mkdir()
     assert len(generate(tmp_path, "multiclass", **kw)) == 4
+
+
+def test_external_site_is_new_patients_through_another_acquisition(tmp_path):
+    main = synthetic.generate(tmp_path, "binary", n_patients=4, image_size=48, seed=3)
+    ext = synthetic.generate_external(tmp_path, n_patients=4, image_size=48, difficulty=0.5, seed=3, gamma=0.6,
+                                      frame=0.1)
+    assert set(ext["label"]) == {"NORMAL", "PNEUMONIA"} and ext["patient_id"].nunique() == 8
+    assert all(p.startswith(f"{synthetic.EXTERNAL_ROOT}/{label}/") for p, label in zip(ext["path"], ext["label"]))
+    pixels = {p: np.asarray(Image.open(tmp_path / p)) for p in ext["path"]}
+    main_pixels = [np.asarray(Image.open(tmp_path / p)) for p in main["path"]]
+    assert not any(np.array_equal(a, b) for a in pixels.values() for b in main_pixels)  # no image repeats
+    for img in pixels.values():
+        assert img[:5].max() == 0 and img[:, -5:].max() == 0  # the black frame (10 % of 48 px)
+    again = synthetic.generate_external(tmp_path, n_patients=4, image_size=48, difficulty=0.5, seed=3, gamma=0.6,
+                                        frame=0.1)
+    assert again.equals(ext) and all(np.array_equal(np.asarray(Image.open(tmp_path / p)), pixels[p])
+                                     for p in again["path"])  # same arguments, same files
+
+
+def test_acquisition_shift_brightens_and_frames():
+    img = np.full((20, 20), 64, np.uint8)
+    out = synthetic.acquisition_shift(img, 0.5, 0.1)
+    assert out[2:-2, 2:-2].min() == 128 and out[:2].max() == 0 and out[:, -2:].max() == 0
+    with pytest.raises(ValueError, match="gamma > 0"):
+        synthetic.acquisition_shift(img, 0.0, 0.1)
