@@ -43,6 +43,8 @@ TOLERANCES_FILE = Path("tests/regression/tolerances.yaml")
 EXACT_METRICS = ("data_binary", "data_multiclass", "explore", "preprocess")
 SKIPPED_IN_COPY = {".git", ".venv", ".dvc/cache", ".dvc/tmp", "data", "models", "reports", ".cache", "build",
                    "runs", "tmp", ".pytest_cache"}
+# Committed inputs under a skipped folder: benchmark records are read by notebook 03 (its variant table), not written.
+KEPT_IN_COPY = ("reports/benchmarks/",)
 NUMERICS = {
     # The path the reference is recorded with: oneDNN on (TF's default on x86-64), TensorFlow's default
     # thread count, torch threads as configured (train_multiclass.num_threads).
@@ -168,6 +170,8 @@ def _first_difference(a, b, prefix: str = "") -> str:
 def copy_project(source: Path, dest: Path) -> list[str]:
     """Copy the working tree (tracked and untracked-not-ignored files) into ``dest``, without outputs.
 
+    Committed inputs inside output folders (:data:`KEPT_IN_COPY`: the benchmark records) are copied.
+
     Uses ``git ls-files`` when ``source`` is a git work tree, else copies every
     file outside :data:`SKIPPED_IN_COPY`. Returns the copied relative paths.
     """
@@ -182,6 +186,8 @@ def copy_project(source: Path, dest: Path) -> list[str]:
         files = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
 
     def skipped(rel: str) -> bool:
+        if rel.startswith(KEPT_IN_COPY):
+            return False
         parts = rel.split("/")
         return any("/".join(parts[:i]) in SKIPPED_IN_COPY for i in range(1, len(parts)))
 

@@ -79,10 +79,11 @@ def test_committed_reference_covers_every_headline_figure_with_a_tolerance():
 def test_copy_leaves_outputs_behind(tmp_path):
     source = tmp_path / "project"
     for rel in ("dvc.yaml", "params.yaml", "xraylib/x.py", "data/raw/a.png", "models/m.pt", "reports/metrics/b.json",
-                ".cache/checkpoints/last.pt", "notebooks/01.ipynb"):
+                ".cache/checkpoints/last.pt", "notebooks/01.ipynb", "reports/benchmarks/search.csv"):
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_text(rel)
     copied = regression.copy_project(source, tmp_path / "scratch")
-    assert sorted(copied) == ["dvc.yaml", "notebooks/01.ipynb", "params.yaml", "xraylib/x.py"]
+    assert sorted(copied) == ["dvc.yaml", "notebooks/01.ipynb", "params.yaml", "reports/benchmarks/search.csv",
+                              "xraylib/x.py"]  # benchmark records are committed inputs (notebook 03 reads one)
     with pytest.raises(ValueError, match="must lie outside the project"):
         regression.copy_project(source, source / "inside")
