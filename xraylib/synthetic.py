@@ -391,6 +391,7 @@ def generate(out_dir, task: str, *, n_patients: int | Mapping[str, int] | None =
 
 
 EXTERNAL_ROOT = "chest_xray_external"
+EXTERNAL_SEED_OFFSET = 7919  # the external set's generator seed is seed + this: new patients, same recipe
 
 
 def acquisition_shift(img: np.ndarray, gamma: float, frame: float) -> np.ndarray:
@@ -443,6 +444,3 @@ def generate_external(out_dir, *, n_patients: int, image_size: int, difficulty: 
         f"(seed {int(seed) + EXTERNAL_SEED_OFFSET}, {n_patients} per class) through an acquisition shift "
         f"(gamma {gamma}, black frame {frame} of each side). xraylib.synthetic.generate_external.\n")
     return pd.DataFrame(rows, columns=["path", "label", "patient_id"])
-
-
-EXTERNAL_SEED_OFFSET = 7919  # the external set's generator seed is seed + this: new patients, same recipe
