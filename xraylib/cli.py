@@ -406,12 +406,22 @@ def profile_overrides(name: str) -> dict:
     return schema.flatten(yaml.safe_load(path.read_text()) or {})
 
 
+def override_value(value) -> str:
+    """A params value in the override grammar of ``dvc exp run -S`` (Hydra's): JSON, except that mapping keys
+    are bare words (Hydra refuses quoted keys, so a list of ``{name, root}`` sets cannot be passed as JSON)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(override_value(item) for item in value) + "]"
+    return json.dumps(value)
+
+
 def cmd_exp(args: argparse.Namespace) -> int:
     overrides, source = _overrides(args)  # the profile (exp's argument), then any --set
     _validated(args, overrides, source)  # fails early, naming each key, on a stale profile or a refused value
     command = ["dvc", "exp", "run", *args.dvc_args]
     for key, value in overrides.items():
-        command += ["-S", f"{key}={json.dumps(value)}"]
+        command += ["-S", f"{key}={override_value(value)}"]
     print(" ".join(command))
     if args.dry_run:
         return 0

@@ -101,6 +101,18 @@ def test_exp_dry_run_prints_every_profile_key(project, capsys, monkeypatch):
     assert "only for `xraylib exp`" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml")))
+def test_every_profile_setting_parses_as_dvc_exp_run_reads_it(profile):
+    """`dvc exp run -S` reads values with Hydra's override grammar (quoted mapping keys are refused there)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    root = Path(__file__).resolve().parents[2]
+    parser = OverridesParser.create()
+    for key, value in _flatten(yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())).items():
+        parsed = parser.parse_overrides([f"{key}={cli.override_value(value)}"])[0].value()
+        assert parsed == value, (profile, key)
+
+
 def test_exp_names_a_stale_profile_key(project, capsys):
     (project / "profiles" / "stale.yaml").write_text("train_binary:\n  no_such_knob: 3\n")
     assert cli.main(["exp", "stale", "--dry-run"]) == 2
