@@ -80,7 +80,8 @@ def prepared(paths, size: int, equalize: str, shift=None) -> np.ndarray:
 
 def kermany_manifest(root, seed: int) -> pd.DataFrame:
     """The study's patient-level manifest of the Kermany folder ``root`` (params.yaml's split settings)."""
-    data_params = {**config.load_params()["data"], "binary": {"source": "kermany", "root": str(root)}}
+    data_params = config.load_params()["data"]
+    data_params = {**data_params, "binary": {**data_params["binary"], "source": "kermany", "root": str(root)}}
     with tempfile.TemporaryDirectory() as tmp:
         data.build_manifest("binary", data_params, seed, out_dir=tmp, progress=False)
         return data.load_manifest("binary", tmp)

@@ -42,7 +42,7 @@ def prepare(out: Path, difficulty: float, patients_scale: float, seed: int) -> P
     synthetic.generate(raw, "binary", n_patients=counts, image_size=128, difficulty=difficulty, seed=seed,
                        overwrite=True)
     params = config.load_params()["data"]
-    params = {**params, "binary": {"source": "synthetic", "root": str(raw / "chest_xray")}}
+    params = {**params, "binary": {**params["binary"], "source": "synthetic", "root": str(raw / "chest_xray")}}
     data.build_manifest("binary", params, seed, out_dir=manifest_dir, progress=False)
     return manifest_dir
 

@@ -32,7 +32,8 @@ def prepare(out: Path, difficulty: float, seed: int, image_size: int = 128) -> P
     raw = out / f"data_d{difficulty}" / "raw"
     synthetic.generate(raw, "multiclass", image_size=image_size, difficulty=difficulty, seed=seed, overwrite=True)
     params = config.load_params()["data"]
-    params = {**params, "multiclass": {"source": "synthetic", "root": str(raw / "COVID-19_Radiography_Dataset")}}
+    params = {**params, "multiclass": {**params["multiclass"], "source": "synthetic",
+                                       "root": str(raw / "COVID-19_Radiography_Dataset")}}
     data.build_manifest("multiclass", params, seed, out_dir=manifest_dir, progress=False)
     return manifest_dir
 

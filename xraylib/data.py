@@ -51,6 +51,11 @@ Rules for what a scan reads (the same for ``prepare``, ``evaluate`` and ``predic
   trim about 4) nor copies with changed brightness or contrast.
 * Where a file name carries no patient id, the image is its own "patient": the split is
   image-level for it, and :func:`build_manifest` says so (a warning and ``split_level``).
+* Near-identical images in OTHER configured sources (the other task's root, every
+  ``data.external`` root, the folders of ``data.<task>.compare_with``) are found by the
+  same rule (:func:`cross_source_pairs`) and only reported: ``cross_source_duplicates.csv``,
+  the summary's ``cross_source_duplicates`` and one warning per source with matches.
+  Splits and leakage groups do not change (the other folders are other data sets).
 * ``prepare`` fails, naming the folder, when a class of the task has no usable image.
 
 Sources
@@ -89,7 +94,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from xraylib import config, outputs
-from xraylib.images import IMAGE_SUFFIXES, ImageReadError, inspect_image
+from xraylib.images import IMAGE_SUFFIXES, THUMBNAIL_SIZE, ImageReadError, inspect_image
 
 SOURCES = ("synthetic", "kermany", "kermany3", "covid_radiography", "folder")
 SPLITS = ("train", "val", "test")
@@ -105,6 +110,10 @@ CONFLICT_COLUMNS = ["conflict_group", "path", "label", "patient_id", "sha256", "
 NEAR_DUPLICATE_COLUMNS = ["near_duplicate_group", "path_a", "path_b", "label_a", "label_b", "patient_a", "patient_b",
                           "hash_bits", "mean_difference", "split_a", "split_b"]
 PAIR_COLUMNS = ["a", "b", "hash_bits", "mean_difference"]
+# cross_source_duplicates.csv: an image of this task's manifest (path, label, split) and a near-identical image of
+# another configured source (other_source as configured, other_path inside it, other_label = its folder name)
+CROSS_SOURCE_COLUMNS = ["path", "label", "split", "other_source", "other_path", "other_label", "hash_bits",
+                        "mean_difference"]
 MASK_FOLDERS = ("masks", "lung_masks", "lesion_masks")
 # Files beside class folders that are documentation, not misplaced images (the COVID-19 Radiography
 # download has README.md.txt and one metadata .xlsx per class at its root).
@@ -175,7 +184,9 @@ class ScanResult:
     ``hidden_skipped``; ``classes`` maps each class folder's label to what was found
     for it (``folders``, ``files``, ``quarantined``, ``conflicts``, ``usable``).
     ``near_duplicates`` lists the near-identical pairs of usable images that are not
-    byte-identical (:data:`NEAR_DUPLICATE_COLUMNS`, splits still empty).
+    byte-identical (:data:`NEAR_DUPLICATE_COLUMNS`, splits still empty). ``phashes``
+    (``(n, 64)`` bool) and ``thumbnails`` (``(n, 64, 64)`` uint8) are the fingerprints of
+    the manifest's rows, in its order (what :func:`cross_source_pairs` compares).
     """
 
     manifest: pd.DataFrame
@@ -187,6 +198,8 @@ class ScanResult:
     counts: dict = field(default_factory=dict)
     classes: dict = field(default_factory=dict)
     near_duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=NEAR_DUPLICATE_COLUMNS))
+    phashes: np.ndarray | None = field(default=None, repr=False)
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
 
     def unusable_classes(self) -> dict[str, str]:
         """``{label: why}`` for class folders that gave no usable image."""
@@ -441,6 +454,8 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
     if manifest.empty:
         raise ValueError(f"no usable image under data root '{root}' (source {source!r}); "
                          f"{len(bad)} file(s) quarantined, {len(conflicts)} in label conflicts")
+    kept_phashes = np.asarray(phashes, dtype=bool).reshape(len(in_conflict), -1)[~in_conflict]
+    kept_thumbnails = np.asarray(thumbnails, dtype=np.uint8)[~in_conflict]
     # pairs among the images kept (a pair under two labels is a conflict, so those left are under one label)
     index = np.full(len(in_conflict), -1)
     index[~in_conflict] = np.arange(len(manifest))
@@ -458,7 +473,7 @@ def scan_source(source: str, root: str | Path, *, progress: bool = True) -> Scan
         warnings.warn(note, stacklevel=2)
     return ScanResult(manifest, quarantine, notes, source, config.relative_to_project(root), conflicts,
                       {"nested_images": counts["nested_images"], "hidden_skipped": counts["hidden_skipped"]}, classes,
-                      near_duplicates)
+                      near_duplicates, kept_phashes, kept_thumbnails)
 
 
 def collect_images(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -510,33 +525,188 @@ def near_identical_pairs(phashes, thumbnails, *, max_hash_bits: int = NEAR_IDENT
     rows' 64x64 ``thumbnails`` differ by at most ``max_mean_difference`` grey levels (of
     255) on average. Byte-identical files are found too. ``a < b`` are row positions.
     """
-    n = len(phashes)
-    if n < 2:
+    return _confirmed_pairs(phashes, thumbnails, None, None, max_hash_bits, max_mean_difference)
+
+
+def cross_source_pairs(phashes, thumbnails, other_phashes, other_thumbnails, *,
+                       max_hash_bits: int = NEAR_IDENTICAL_HASH_BITS,
+                       max_mean_difference: float = NEAR_IDENTICAL_MEAN_DIFFERENCE) -> pd.DataFrame:
+    """Pairs of an image of one set and an image of another that show the same picture (:data:`PAIR_COLUMNS`).
+
+    The rule of :func:`near_identical_pairs`, applied to every (row ``a`` of the first
+    set, row ``b`` of the other) pair. Measured on covid4_224 against kermany224/train
+    (whose Viral Pneumonia and part of whose Normal images are Kermany images, resized and
+    re-encoded on another path): the 1,270 matching pairs are at most 4 hash bits and 0.63
+    grey levels apart, every other pair within 16 bits at least 11.4 grey levels; the
+    exact rule finds all 1,099 Viral Pneumonia images, 163 Normal ones, no COVID and no
+    Lung_Opacity image (a 64x64 Pearson correlation >= 0.95 finds the same images).
+    """
+    return _confirmed_pairs(phashes, thumbnails, other_phashes, other_thumbnails, max_hash_bits,
+                            max_mean_difference)
+
+
+def _confirmed_pairs(phashes, thumbnails, other_phashes, other_thumbnails, max_hash_bits: int,
+                     max_mean_difference: float) -> pd.DataFrame:
+    """Near-identical pairs within one set (``other_* is None``: ``a < b``) or between two sets."""
+    same = other_phashes is None
+    n, m = len(phashes), len(phashes) if same else len(other_phashes)
+    if n < (2 if same else 1) or m < 1:
         return pd.DataFrame({"a": [], "b": [], "hash_bits": [], "mean_difference": []}).astype(
             {"a": int, "b": int, "hash_bits": int})
     packed = np.packbits(np.asarray(phashes, dtype=bool).reshape(n, -1), axis=1)
+    other = packed if same else np.packbits(np.asarray(other_phashes, dtype=bool).reshape(m, -1), axis=1)
     words = packed.view(np.uint64).ravel() if packed.shape[1] == 8 else None
+    other_words = other.view(np.uint64).ravel() if other.shape[1] == 8 else None
     found_a, found_b, found_bits = [], [], []
-    for start in range(0, n, 1024):  # each row against itself and the rows after it
-        stop = min(n, start + 1024)
-        if words is not None:
-            distance = np.bitwise_count(words[start:stop, None] ^ words[None, start:])
+    for start in range(0, n, 1024):  # within one set: each row against itself and the rows after it
+        stop, first = min(n, start + 1024), start if same else 0
+        if words is not None and other_words is not None:
+            distance = np.bitwise_count(words[start:stop, None] ^ other_words[None, first:])
         else:  # pragma: no cover - imagehash's default hash is 64 bits
-            distance = np.unpackbits(packed[start:stop, None] ^ packed[None, start:], axis=2).sum(axis=2)
+            distance = np.unpackbits(packed[start:stop, None] ^ other[None, first:], axis=2).sum(axis=2)
         rows, cols = np.nonzero(distance <= max_hash_bits)
-        later = cols > rows
-        rows, cols = rows[later], cols[later]
+        if same:
+            later = cols > rows
+            rows, cols = rows[later], cols[later]
         found_a.append(rows + start)
-        found_b.append(cols + start)
+        found_b.append(cols + first)
         found_bits.append(distance[rows, cols].astype(int))
     a, b, bits = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_bits)
     thumbs = np.asarray(thumbnails, dtype=np.int16).reshape(n, -1)
+    other_thumbs = thumbs if same else np.asarray(other_thumbnails, dtype=np.int16).reshape(m, -1)
     difference = np.empty(len(a))
     for start in range(0, len(a), 4096):
         chunk = slice(start, start + 4096)
-        difference[chunk] = np.abs(thumbs[a[chunk]] - thumbs[b[chunk]]).mean(axis=1)
+        difference[chunk] = np.abs(thumbs[a[chunk]] - other_thumbs[b[chunk]]).mean(axis=1)
     keep = difference <= max_mean_difference
     return pd.DataFrame({"a": a[keep], "b": b[keep], "hash_bits": bits[keep], "mean_difference": difference[keep]})
+
+
+@dataclass
+class Fingerprints:
+    """The images of a folder tree as :func:`cross_source_pairs` compares them.
+
+    ``files`` has ``path`` (inside the tree, posix) and ``label`` (the name of the image's
+    folder; the folder above for a COVID-19 Radiography ``images/`` folder; "" at the top);
+    ``phashes`` and ``thumbnails`` are in its order; ``unreadable`` counts files with an
+    image suffix that could not be decoded (skipped).
+    """
+
+    files: pd.DataFrame
+    phashes: np.ndarray
+    thumbnails: np.ndarray
+    unreadable: int = 0
+
+
+def fingerprint_folder(root: str | Path, *, progress: bool = True) -> Fingerprints:
+    """Fingerprint every image under ``root`` (any tree of images; class-per-folder or not).
+
+    Read by the rules of :func:`walk_class_folder` (recursive, hidden entries and links to
+    folders skipped); files without an image suffix and files in mask folders
+    (:data:`MASK_FOLDERS`, at any depth) are not images. Hashed by
+    :func:`xraylib.images.inspect_image`, as a source scan hashes its images.
+    """
+    root = Path(root)
+    files, _, _ = walk_class_folder(root)
+    rows, phashes, thumbnails, unreadable = [], [], [], 0
+    for path in tqdm(files, desc=f"fingerprint {root.name}", disable=not progress, leave=False):
+        relative = path.relative_to(root)
+        if set(relative.parts[:-1]) & set(MASK_FOLDERS) or _unusable(path) is not None:
+            continue
+        try:
+            info = inspect_image(path, fingerprint=True)
+        except (ImageReadError, OSError):
+            unreadable += 1
+            continue
+        folder = relative.parent
+        if folder.name == "images" and folder.parent.name:
+            folder = folder.parent
+        rows.append({"path": relative.as_posix(), "label": folder.name})
+        phashes.append(info["phash"])
+        thumbnails.append(info["thumbnail"])
+    if not rows:
+        return Fingerprints(pd.DataFrame(columns=["path", "label"]), np.zeros((0, 64), dtype=bool),
+                            np.zeros((0, THUMBNAIL_SIZE, THUMBNAIL_SIZE), dtype=np.uint8), unreadable)
+    return Fingerprints(pd.DataFrame(rows, columns=["path", "label"]), np.asarray(phashes, dtype=bool),
+                        np.asarray(thumbnails, dtype=np.uint8), unreadable)
+
+
+def comparison_sources(task: str, data_params: dict) -> tuple[list[dict], list[str]]:
+    """The other configured image folders that ``task``'s images are compared with; returns ``(sources, notes)``.
+
+    In this order: the other task's root (``data.binary.root`` for ``multiclass`` and vice
+    versa), every ``data.external`` root, then the folders of ``data.<task>.compare_with``;
+    each ``{"name": the path as configured, "configured_as": where, "path": resolved}``.
+    A folder that is (inside, or holds) this task's root, or repeats an earlier one, is
+    not compared. A missing ``data.external`` or ``compare_with`` folder is skipped with a
+    note (one line each); the other task's root is compared only when it exists.
+    """
+    _, own_root = data_root_for(task, data_params)
+    own = own_root.resolve()
+    other_task = "multiclass" if task == "binary" else "binary"
+    _, other_root = data_root_for(other_task, data_params)
+    candidates = [(data_params[other_task].get("root") or config.relative_to_project(other_root),
+                   f"data.{other_task}.root", other_root, False)]
+    candidates += [(entry["root"], f"data.external {entry['name']}", config.resolve(entry["root"]), True)
+                   for entry in data_params["external"]]
+    candidates += [(folder, f"data.{task}.compare_with", config.resolve(folder), True)
+                   for folder in data_params[task]["compare_with"]]
+    sources, notes, seen = [], [], set()
+    for name, where, path, explicit in candidates:
+        if not path.is_dir():
+            if explicit:
+                notes.append(f"{where}: '{name}' is not a folder; not compared for near-duplicates")
+            continue
+        resolved = path.resolve()
+        if resolved == own or own in resolved.parents or resolved in own.parents:
+            if explicit:
+                notes.append(f"{where}: '{name}' overlaps this task's data root "
+                             f"'{config.relative_to_project(own_root)}'; not compared for near-duplicates")
+            continue
+        if resolved not in seen:
+            seen.add(resolved)
+            sources.append({"name": str(name), "configured_as": where, "path": path})
+    return sources, notes
+
+
+def cross_source_duplicates(manifest: pd.DataFrame, phashes, thumbnails, sources: list[dict], *,
+                            progress: bool = True) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Near-identical images of ``manifest``'s rows in other sources; returns ``(table, report, notes)``.
+
+    ``phashes`` and ``thumbnails`` are the rows' fingerprints (:class:`ScanResult`),
+    ``sources`` those of :func:`comparison_sources`. ``table`` has one row per matching
+    pair (:data:`CROSS_SOURCE_COLUMNS`); ``report`` maps each source compared to its
+    ``configured_as``, ``compared_images`` (its readable images), ``pairs``, ``images``
+    (images of the manifest with a match) and ``by_label`` (those per label); ``notes``
+    has one warning line per source with matches (or without images). Only a report:
+    splits and leakage groups do not depend on other data sets.
+    """
+    tables, report, notes = [], {}, []
+    totals = manifest["label"].value_counts()
+    split = manifest["split"].to_numpy() if "split" in manifest.columns else np.full(len(manifest), "")
+    for source in sources:
+        name, where = source["name"], source["configured_as"]
+        other = fingerprint_folder(source["path"], progress=progress)
+        pairs = cross_source_pairs(phashes, thumbnails, other.phashes, other.thumbnails)
+        a, b = pairs["a"].to_numpy(dtype=int), pairs["b"].to_numpy(dtype=int)
+        matched = manifest.iloc[np.unique(a)]
+        by_label = {str(k): int(v) for k, v in matched["label"].value_counts().sort_index().items()}
+        report[name] = {"configured_as": where, "compared_images": len(other.files), "pairs": len(pairs),
+                        "images": len(matched), "by_label": by_label}
+        if other.files.empty:
+            notes.append(f"{where}: '{name}' has no readable image; not compared for near-duplicates")
+        if len(pairs):
+            counts = " and ".join(f"{n} of {totals[label]} {label}" for label, n in by_label.items())
+            notes.append(f"{counts} images are near-duplicates of images in '{name}' ({where}; {len(pairs)} pairs, "
+                         "see cross_source_duplicates.csv): do not train on one and evaluate on the other")
+        tables.append(pd.DataFrame({
+            "path": manifest["path"].to_numpy()[a], "label": manifest["label"].to_numpy()[a], "split": split[a],
+            "other_source": name, "other_path": other.files["path"].to_numpy()[b],
+            "other_label": other.files["label"].to_numpy()[b], "hash_bits": pairs["hash_bits"].to_numpy(dtype=int),
+            "mean_difference": pairs["mean_difference"].to_numpy(dtype=float).round(3),
+        }, columns=CROSS_SOURCE_COLUMNS))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=CROSS_SOURCE_COLUMNS)
+    return table.sort_values(["other_source", "path", "other_path"]).reset_index(drop=True), report, notes
 
 
 def label_conflicts(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -869,10 +1039,13 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
 
     Writes ``manifest.csv`` (with the split), ``quarantine.csv``,
     ``label_conflicts.csv``, ``near_duplicates.csv`` (near-identical pairs under one
-    label that are not byte-identical, with their splits) and ``summary.json`` to
+    label that are not byte-identical, with their splits), ``cross_source_duplicates.csv``
+    (images near-identical to images of the other configured sources,
+    :func:`comparison_sources` and :func:`cross_source_duplicates`) and ``summary.json`` to
     ``out_dir`` (default ``data/processed/<task>``). Nothing is written when a check fails.
     Where patient ids fell back to file names, a warning says that the split is
-    image-level for those images (also in the summary's ``warnings``).
+    image-level for those images (also in the summary's ``warnings``); so does each
+    other source with near-duplicates, and each configured folder that is missing.
 
     Args:
         data_params: the validated ``data`` section of params.yaml (every key present).
@@ -901,6 +1074,12 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
     if id_warning:
         warnings.warn(id_warning, stacklevel=2)
         notes.append(id_warning)
+    sources, source_notes = comparison_sources(task, data_params)
+    cross, cross_report, cross_notes = cross_source_duplicates(manifest, scan.phashes, scan.thumbnails, sources,
+                                                               progress=progress)
+    for note in source_notes + cross_notes:
+        warnings.warn(note, stacklevel=2)
+        notes.append(note)
     split_of = dict(zip(manifest["path"], manifest["split"]))
     near = scan.near_duplicates.assign(split_a=scan.near_duplicates["path_a"].map(split_of),
                                        split_b=scan.near_duplicates["path_b"].map(split_of))
@@ -909,6 +1088,7 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
     outputs.write_table(scan.quarantine, out_dir / "quarantine.csv")
     outputs.write_table(scan.conflicts, out_dir / "label_conflicts.csv")
     outputs.write_table(near, out_dir / "near_duplicates.csv")
+    outputs.write_table(cross, out_dir / "cross_source_duplicates.csv")
     summary = {
         "task": task,
         "source": source,
@@ -932,6 +1112,8 @@ def build_manifest(task: str, data_params: dict, seed: int, out_dir: str | Path 
         "leakage_patients": leakage["patients_in_several_splits"],
         "leakage_identical_files": leakage["identical_files_in_several_splits"],
         "leakage_near_duplicates": leakage["near_duplicates_in_several_splits"],
+        "cross_source_duplicate_images": int(cross["path"].nunique()),
+        "cross_source_duplicates": cross_report,
         "warnings": notes,
     }
     outputs.write_json(summary, out_dir / "summary.json")

@@ -47,11 +47,14 @@ Imbalance = Literal["weighted_loss", "class_weight", "none"]  # tf_train.IMBALAN
 Monitor = Literal["val_loss", "val_auc"]  # tf_train.TrainConfig
 FlipMode = Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]  # tf_layers.FLIP_MODES
 TtaMode = Literal["none", "flip"]  # tf_train.TTA_MODES
-Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1"]  # torch_model.BUILDERS
+Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1",  # torch_model.BUILDERS
+               "efficientnet_lite0", "xception"]
+LrSchedule = Literal["constant", "onecycle", "cosine"]  # torch_train.LR_SCHEDULES
 Split = Literal["train", "val", "test"]  # data.SPLITS
 # gradcam_maps.COLORMAPS: perceptually uniform maps first; jet and turbo replicate the original notebooks
 Colormap = Literal["inferno", "viridis", "magma", "plasma", "cividis", "turbo", "jet", "hot"]
 DeletionBaseline = Literal["blur", "mean"]  # gradcam_faithfulness.BASELINES
+ShortcutRegion = Literal["central", "lungs_otsu"]  # shortcuts.REGIONS
 
 # Smallest square input side of each Keras backbone (tf_model._APPLICATIONS; small_cnn: 16).
 BACKBONE_MIN_SIZE = {"small_cnn": 16, "xception": 71, "inception_resnet_v2": 75, "densenet121": 32}
@@ -107,11 +110,17 @@ class Synthesize(_Section):
     external: SyntheticExternal
 
 
+# data.<task>.compare_with: further image folders the data stage checks this task's images against for
+# near-duplicates (data.build_manifest; the other task's root and data.external roots are always checked)
+CompareWith = Annotated[list[Path_], Allowed("a list of folder paths ([] = none)")]
+
+
 class BinaryData(_Section):
     """``data.binary``: where the NORMAL/PNEUMONIA images come from."""
 
     source: BinarySource
     root: Path_
+    compare_with: CompareWith
 
 
 class MulticlassData(_Section):
@@ -119,6 +128,7 @@ class MulticlassData(_Section):
 
     source: MulticlassSource
     root: Path_
+    compare_with: CompareWith
 
 
 class ExternalSet(_Section):
@@ -218,14 +228,28 @@ class TrainBinary(_Section):
         return self
 
 
+ProgressiveSizes = Annotated[list[Annotated[int, Field(ge=32)]],
+                            Allowed("a list of image sizes >= 32 for the first epochs ([] = none)")]
+
+
 class Run(_Section):
     """One entry of ``train_multiclass.runs``."""
 
     name: RunName
     arch: Arch
     step_lr: bool
-    # Optional per-run override of the shared learning rate (absent = train_multiclass.learning_rate).
+    # Optional per-run overrides of the shared settings (absent or null = the train_multiclass value).
     learning_rate: float | None = Field(default=None, gt=0)
+    weights: Weights | None = None
+    image_size: int | None = Field(default=None, ge=32)
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr_schedule: LrSchedule | None = None
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    precise_bn: bool | None = None
+    channels_last: bool | None = None
+    cpu_bfloat16: bool | None = None
+    progressive_resizing: ProgressiveSizes | None = None
 
 
 class TrainMulticlass(_Section):
@@ -247,6 +271,11 @@ class TrainMulticlass(_Section):
     mixed_precision: bool
     precise_bn: bool
     num_threads: int = Field(ge=0)
+    lr_schedule: LrSchedule  # torch_train.make_scheduler; runs with step_lr use StepLR
+    label_smoothing: float = Field(ge=0, lt=1)
+    channels_last: bool
+    cpu_bfloat16: bool
+    progressive_resizing: ProgressiveSizes
     resume: bool
     eval_batch_size: int = Field(ge=1)
     n_resamples: int = Field(ge=1)
@@ -265,6 +294,14 @@ class TrainMulticlass(_Section):
         unknown = [n for n in self.run_names if n not in names]
         if unknown:
             problems.append(f"run_names: expected names from train_multiclass.runs {names}, got unknown {unknown}")
+        for i, run in enumerate(self.runs):
+            epochs = run.epochs if run.epochs is not None else self.epochs
+            sizes = run.progressive_resizing if run.progressive_resizing is not None else self.progressive_resizing
+            if len(sizes) >= epochs:
+                where = f"runs[{i}].progressive_resizing" if run.progressive_resizing is not None \
+                    else "progressive_resizing"
+                problems.append(f"{where}: expected fewer sizes than the run's {epochs} epochs (the last epochs "
+                                f"train at image_size), got {sizes}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -285,6 +322,12 @@ class Gradcam(_Section):
     shortcut_min_lung_energy: float = Field(ge=0, le=1)
     deletion_steps: int = Field(ge=0)  # gradcam_faithfulness.perturbation_curves; 0 = no faithfulness check
     deletion_baseline: DeletionBaseline
+    shortcut_border: float = Field(ge=0, lt=0.5)  # shortcuts.border_mask: band per edge, share of the side
+    shortcut_region: ShortcutRegion
+    shortcut_min_informedness: float = Field(ge=0, le=1)  # shortcuts.shortcut_findings
+    shortcut_min_retained: float = Field(ge=0, le=1)
+    shortcut_border_loss: float = Field(ge=0, le=1)
+    shortcut_n_resamples: int = Field(ge=1)
 
 
 class Params(_Section):

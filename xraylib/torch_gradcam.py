@@ -36,7 +36,7 @@ from torchvision.models import DenseNet
 from xraylib import config, gradcam_faithfulness
 from xraylib.gradcam_sets import CamSet, label_indices, true_class_maps
 from xraylib.torch_data import build_transform
-from xraylib.torch_model import CamFriendlyDenseNet, check_arch, load_checkpoint, target_layer
+from xraylib.torch_model import CamFriendlyDenseNet, check_arch, load_checkpoint, target_layer, target_layer_name
 
 
 @contextlib.contextmanager
@@ -184,7 +184,7 @@ def camset_for_checkpoint(checkpoint: str | Path, frame: pd.DataFrame, *, name: 
                                lambda idx, k: compute_cams(model, meta["arch"], batch[idx], k, batch_size))
     info = {"framework": "torch", "arch": meta["arch"], "image_size": int(meta["image_size"]),
             "resize": meta["resize"], "equalize": meta["equalize"],
-            "target_layer": "layer4[-1]" if meta["arch"].startswith("resnet") else "features",
+            "target_layer": target_layer_name(meta["arch"]),
             "map_size": list(feature_map_size(model, meta["arch"], int(meta["image_size"])))}
     camset = CamSet(name or checkpoint.parent.name, names, [str(p) for p in frame["path"]], prepared, y_true, y_pred,
                     probs, cam_true, cam_pred, info)

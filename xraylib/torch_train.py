@@ -26,6 +26,20 @@ What :func:`train` adds to the original loop:
   fixed seeds on the CPU. Bit-identical CPU results also need the same number of
   torch threads (``num_threads``): floating-point sums are split by thread.
 
+CPU speed-ups and recipe options (all off in the default study, so its figures stay
+those of the original recipe; each measured in ``benchmarks/torch_cpu_recipe.py``):
+
+* ``channels_last``: NHWC tensors, which oneDNN convolutions prefer on CPUs;
+* ``cpu_bfloat16``: bfloat16 autocast on the CPU (fast only where the CPU has
+  bfloat16 instructions, e.g. AVX-512 BF16 / AMX);
+* ``lr_schedule``: ``constant`` (the original), ``onecycle`` (Smith & Topin 2017)
+  or ``cosine`` (cosine decay to 0), stepped after every batch; a run with
+  ``step_lr: true`` always uses the original's ``StepLR``;
+* ``label_smoothing`` of the cross-entropy (Szegedy et al. 2016);
+* ``progressive_resizing``: image sizes of the first epochs (e.g. ``[128]``:
+  epoch 1 at 128 px, the rest at ``image_size``), cheap early epochs on small images
+  (fast.ai's progressive resizing; Touvron et al. 2019 on the train/test resolution).
+
 Outside the pipeline, notebook 04 is the one route (any manifest folder, outputs
 kept away from the project's)::
 
@@ -41,6 +55,7 @@ import json
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -63,6 +78,7 @@ HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"
 STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "seeds",
               "recalibration", "runs", "run_names")
 RUN_KEYS = ("name", "arch", "step_lr")  # keys of each train_multiclass.runs entry
+LR_SCHEDULES = ("constant", "onecycle", "cosine")
 DATA_KEYS = ("resize", "equalize")  # from the shared data section
 
 
@@ -96,9 +112,30 @@ class RunConfig:
     mixed_precision: bool
     num_threads: int
     precise_bn: bool
+    lr_schedule: str
+    label_smoothing: float
+    channels_last: bool
+    cpu_bfloat16: bool
+    progressive_resizing: list[int]
 
     def __post_init__(self):
         check_arch(self.arch)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train_multiclass.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if isinstance(self.label_smoothing, bool) or not isinstance(self.label_smoothing, (int, float)) \
+                or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"train_multiclass.label_smoothing must be a number in [0, 1), got {self.label_smoothing!r}")
+        if not isinstance(self.progressive_resizing, (list, tuple)):
+            raise ValueError(f"train_multiclass.progressive_resizing must be a list of image sizes, "
+                             f"got {self.progressive_resizing!r}")
+        for size in self.progressive_resizing:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+                raise ValueError(f"train_multiclass.progressive_resizing must list image sizes >= 32, "
+                                 f"got {list(self.progressive_resizing)!r}")
+        if len(self.progressive_resizing) >= self.epochs:
+            raise ValueError(f"train_multiclass.progressive_resizing sets the size of the first "
+                             f"{len(self.progressive_resizing)} epochs; at least the last of the {self.epochs} epochs "
+                             f"must train at image_size {self.image_size}")
         for key in ("epochs", "batch_size", "step_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -222,6 +259,19 @@ def configs_from_params(params: dict) -> list[RunConfig]:
     return build_configs(spec["runs"], spec["run_names"], **shared_settings(params))
 
 
+def settings_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """One row per run: what it trains and how (architecture, weights, image size, epochs, schedule, ...)."""
+    rows = []
+    for cfg in configs:
+        weights = cfg.weights if cfg.weights in ("none", "imagenet") else Path(cfg.weights).name
+        rows.append({"run": cfg.name, "arch": cfg.arch, "weights": weights, "image_size": cfg.image_size,
+                     "progressive_resizing": list(cfg.progressive_resizing) or "", "epochs": cfg.epochs,
+                     "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                     "schedule": f"StepLR every {cfg.step_size} x{cfg.gamma:g}" if cfg.step_lr else cfg.lr_schedule,
+                     "label_smoothing": cfg.label_smoothing})
+    return pd.DataFrame(rows).set_index("run")
+
+
 def select_device(name: str = "auto") -> torch.device:
     """``cuda`` when asked for or (``auto``) when available, else ``cpu``.
 
@@ -289,7 +339,8 @@ def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str]) -> str:
 
 
 # Modules whose code decides what training computes; a checkpoint written by other code is not resumed.
-TRAINING_MODULES = ("xraylib.torch_train", "xraylib.torch_data", "xraylib.torch_model", "xraylib.images")
+TRAINING_MODULES = ("xraylib.torch_train", "xraylib.torch_data", "xraylib.torch_model", "xraylib.torch_pretrained",
+                    "xraylib.images")
 
 
 def code_fingerprint() -> str:
@@ -362,26 +413,72 @@ def model_metadata(cfg: RunConfig, class_names: Sequence[str], data_source: str 
     }
 
 
+@dataclass(frozen=True)
+class Numerics:
+    """How tensors are computed: autocast (enabled, dtype) and memory format."""
+
+    autocast: bool = False
+    dtype: torch.dtype = torch.float16
+    channels_last: bool = False
+
+    def input(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def context(self, device: torch.device):
+        return torch.autocast(device_type=device.type, dtype=self.dtype, enabled=self.autocast)
+
+
+def numerics_for(cfg: RunConfig, device: torch.device) -> Numerics:
+    """float16 autocast on CUDA with ``mixed_precision``; bfloat16 autocast on the CPU with ``cpu_bfloat16``."""
+    if device.type == "cuda":
+        return Numerics(bool(cfg.mixed_precision), torch.float16, cfg.channels_last)
+    return Numerics(bool(cfg.cpu_bfloat16), torch.bfloat16, cfg.channels_last)
+
+
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """``(scheduler, per_batch)``: the original's StepLR (per epoch) for ``step_lr`` runs, else ``lr_schedule``."""
+    if cfg.step_lr:
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), False
+    total = cfg.epochs * steps_per_epoch
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total,
+                                                   pct_start=0.15), True
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
+    return None, False
+
+
+def image_size_at(cfg: RunConfig, epoch: int) -> int:
+    """Training image size of ``epoch`` (1-based): ``progressive_resizing`` first, then ``image_size``."""
+    sizes = cfg.progressive_resizing
+    return int(sizes[epoch - 1]) if epoch <= len(sizes) else int(cfg.image_size)
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, device: torch.device, *, amp: bool = False, epoch: int = 0,
-                    on_batch_end: Callable[[int, int], None] | None = None, show: bool = False,
-                    desc: str = "") -> tuple[float, float]:
+                    scaler: torch.amp.GradScaler, device: torch.device, *, amp: bool | Numerics = False,
+                    epoch: int = 0, on_batch_end: Callable[[int, int], None] | None = None, show: bool = False,
+                    desc: str = "", batch_scheduler=None) -> tuple[float, float]:
     """One pass over ``loader`` in training mode. Returns ``(mean loss, accuracy)``.
 
-    ``on_batch_end(epoch, batch_index)`` is called after every optimizer step
-    (tests use it to interrupt a run mid-epoch).
+    ``amp`` is a :class:`Numerics` (or ``True`` for float16 autocast); ``batch_scheduler``
+    is stepped after every optimizer step. ``on_batch_end(epoch, batch_index)`` is called
+    after every optimizer step (tests use it to interrupt a run mid-epoch).
     """
+    numerics_ = amp if isinstance(amp, Numerics) else Numerics(bool(amp))
     model.train()
     total, correct, seen = 0.0, 0, 0
     for i, (x, y) in enumerate(tqdm(loader, desc=desc, disable=not show, leave=False)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = numerics_.input(x, device), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        with numerics_.context(device):
             logits = model(x)
-            loss = criterion(logits, y)
+            loss = criterion(logits.float(), y)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         total += float(loss.detach()) * len(y)
         correct += int((logits.detach().argmax(1) == y).sum())
         seen += len(y)
@@ -390,7 +487,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     return total / seen, correct / seen
 
 
-def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: bool = False) -> int:
+def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: bool | Numerics = False) -> int:
     """Precise BatchNorm: replace the running statistics by the exact mean/variance over ``loader``.
 
     During training each BatchNorm layer keeps an exponential moving average of
@@ -404,6 +501,7 @@ def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: 
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
+    numerics_ = amp if isinstance(amp, Numerics) else Numerics(bool(amp))
     momenta = [m.momentum for m in layers]
     was_training = model.training
     for m in layers:
@@ -412,8 +510,8 @@ def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: 
     model.train()
     with torch.no_grad():
         for x, _ in loader:
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                model(x.to(device, non_blocking=True))
+            with numerics_.context(device):
+                model(numerics_.input(x, device))
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -421,14 +519,15 @@ def recompute_batchnorm(model: nn.Module, loader, device: torch.device, *, amp: 
 
 
 def evaluate_loss(model: nn.Module, loader, criterion: nn.Module, device: torch.device, *,
-                  amp: bool = False) -> tuple[float, float]:
+                  amp: bool | Numerics = False) -> tuple[float, float]:
     """Mean loss and accuracy over ``loader`` in eval mode without gradients."""
+    numerics_ = amp if isinstance(amp, Numerics) else Numerics(bool(amp))
     model.eval()
     total, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            x, y = numerics_.input(x, device), y.to(device, non_blocking=True)
+            with numerics_.context(device):
                 logits = model(x)
                 loss = criterion(logits.float(), y)
             total += float(loss) * len(y)
@@ -473,7 +572,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     names = list(class_names) if class_names is not None else manifest_class_names(manifest)
     device = select_device(cfg.device)
-    amp = bool(cfg.mixed_precision and device.type == "cuda")
+    numerics_ = numerics_for(cfg, device)
+    amp = numerics_.autocast and numerics_.dtype == torch.float16  # the gradient scaler is for float16 only
     threads = numerics.thread_count(cfg.num_threads)
     if threads:
         torch.set_num_threads(threads)  # CPU sums depend on the thread count; fixing it fixes the result
@@ -495,10 +595,12 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
                                 generator=make_generator(cfg.seed + 2), pin_memory=pin)
 
     model = build_model(cfg.arch, len(names), cfg.weights).to(device)
-    criterion = nn.CrossEntropyLoss()
+    if numerics_.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.label_smoothing))
+    val_criterion = nn.CrossEntropyLoss()  # best.pt is chosen on the plain validation loss
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma) \
-        if cfg.step_lr else None
+    scheduler, per_batch = make_scheduler(cfg, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     fingerprint = {"run": cfg.resume_key(), "data": data_fingerprint(manifest, names), "code": code_fingerprint(),
@@ -533,15 +635,18 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             print(_epoch_line(cfg.name, row, cfg.epochs, row.get("best", False)), flush=True)
 
     meta = model_metadata(cfg, names, data_source)
+    started = time.perf_counter()
     for epoch in range(start, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=amp, epoch=epoch,
-                                    on_batch_end=on_batch_end, show=batch_progress,
-                                    desc=f"{cfg.name} {epoch}/{cfg.epochs}")
+        train_set.image_size = image_size_at(cfg, epoch)  # read by the loader's workers, started per epoch
+        loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=numerics_,
+                                    epoch=epoch, on_batch_end=on_batch_end, show=batch_progress,
+                                    desc=f"{cfg.name} {epoch}/{cfg.epochs}",
+                                    batch_scheduler=scheduler if per_batch else None)
         if bn_loader is not None:
-            recompute_batchnorm(model, bn_loader, device, amp=amp)
-        val_loss, val_acc = evaluate_loss(model, val_loader, criterion, device, amp=amp)
-        if scheduler is not None:
+            recompute_batchnorm(model, bn_loader, device, amp=numerics_)
+        val_loss, val_acc = evaluate_loss(model, val_loader, val_criterion, device, amp=numerics_)
+        if scheduler is not None and not per_batch:
             scheduler.step()
         improved = val_loss < best_val
         row = {"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss, "val_accuracy": val_acc,
@@ -568,7 +673,10 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         raise ValueError(f"run {cfg.name!r} trained no epoch (train_multiclass.epochs={cfg.epochs})")
     frame = pd.DataFrame(history)[HISTORY_COLUMNS]
     outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
-    return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, checkpoint_dir=ckpt_dir)
+    timing = {"epochs_trained": cfg.epochs - resumed_from, "train_seconds": round(time.perf_counter() - started, 1),
+              "threads": torch.get_num_threads()}
+    return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, extra=timing,
+                       checkpoint_dir=ckpt_dir)
 
 
 def train_all(configs: Sequence[RunConfig], manifest: pd.DataFrame, models_dir: str | Path, *,

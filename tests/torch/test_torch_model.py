@@ -12,7 +12,7 @@ from xraylib import torch_model
 from xraylib.torch_model import WeightsUnavailableError, build_model, classifier_layer, target_layer
 
 EXPECTED_HEAD = {"densenet121": (nn.Linear, 1024), "resnet18": (nn.Linear, 512), "resnet50": (nn.Linear, 2048),
-                 "squeezenet": (nn.Conv2d, 512)}
+                 "squeezenet": (nn.Conv2d, 512), "efficientnet_lite0": (nn.Linear, 1280), "xception": (nn.Linear, 2048)}
 
 
 @pytest.mark.parametrize("arch", torch_model.ARCHITECTURES)
@@ -37,12 +37,16 @@ def test_squeezenet_is_version_1_0():
 
 
 @pytest.mark.parametrize("arch,kind", [("resnet18", "BasicBlock"), ("resnet50", "Bottleneck"),
-                                       ("densenet121", "Sequential"), ("squeezenet", "Sequential")])
+                                       ("densenet121", "Sequential"), ("squeezenet", "Sequential"),
+                                       ("efficientnet_lite0", "BatchNormAct2d"), ("xception", "ReLU")])
 def test_target_layer(arch, kind):
     model = build_model(arch, 3)
     layer = target_layer(model, arch)
     assert type(layer).__name__ == kind
-    assert layer is (model.layer4[-1] if arch.startswith("resnet") else model.features)
+    expected = {"efficientnet_lite0": lambda m: m.backbone.bn2, "xception": lambda m: m.backbone.act4}.get(
+        arch, lambda m: m.layer4[-1] if arch.startswith("resnet") else m.features)
+    assert layer is expected(model)
+    assert torch_model.target_layer_name(arch) in ("layer4[-1]", "features", "backbone.bn2", "backbone.act4")
 
 
 def test_densenet_features_are_not_overwritten_in_place():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 
 import pandas as pd
 import pytest
@@ -263,3 +264,97 @@ def test_checkpoint_records_its_data_source_and_a_synthetic_model_warns_on_use(t
     assert model.settings.data_source == "synthetic"
     with pytest.warns(UserWarning, match=r"trained on the synthetic demo images \(data_source: synthetic\)"):
         inference.predict_files(model, [tiny_manifest["path"].iloc[0]], tmp_path / "p.csv")
+
+
+# --- CPU recipe options (issue 13): schedules, label smoothing, progressive resizing, numerics -----------------------
+
+def _recording_build(monkeypatch, shapes: list, dtypes: list):
+    """Make train() build models that record each training input's size and the dtype of their logits."""
+    real = torch_train.build_model
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+
+        def record(module, inputs, output):
+            if module.training:
+                shapes.append(tuple(inputs[0].shape[-2:]))
+                dtypes.append(output.dtype)
+        model.register_forward_hook(record)
+        return model
+    monkeypatch.setattr(torch_train, "build_model", build)
+
+
+def test_schedules_step_per_batch_and_steplr_wins(tiny_manifest, tmp_path):
+    base = dict(epochs=3, batch_size=6, image_size=32, num_workers=0, learning_rate=0.001, seed=1)
+    onecycle = train(run_config("oc", "resnet18", lr_schedule="onecycle", **base), tiny_manifest, tmp_path / "oc",
+                     verbose=False)
+    lrs = onecycle.history["lr"].tolist()
+    # one-cycle: warm-up from max_lr/25 in the first 15 % of the steps, then annealing far below max_lr
+    assert lrs[0] == pytest.approx(0.001 / 25) and max(lrs) <= 0.001 and lrs[-1] < lrs[1]
+    cosine = train(run_config("cos", "resnet18", lr_schedule="cosine", **base), tiny_manifest, tmp_path / "cos",
+                   verbose=False)
+    assert cosine.history["lr"].tolist()[0] == pytest.approx(0.001)
+    assert cosine.history["lr"].is_monotonic_decreasing and cosine.history["lr"].iloc[-1] < 0.001
+    step = train(run_config("st", "resnet18", step_lr=True, lr_schedule="onecycle", step_size=2, gamma=0.1, **base),
+                 tiny_manifest, tmp_path / "st", verbose=False)
+    assert step.history["lr"].tolist() == pytest.approx([0.001, 0.001, 0.0001])
+
+
+def test_progressive_resizing_trains_the_first_epochs_small(tiny_manifest, tmp_path, monkeypatch):
+    shapes, dtypes = [], []
+    _recording_build(monkeypatch, shapes, dtypes)
+    cfg = run_config("prog", "resnet18", epochs=3, batch_size=10, image_size=48, progressive_resizing=[32, 40],
+                     num_workers=0, precise_bn=False, seed=1)
+    train(cfg, tiny_manifest, tmp_path / "prog", verbose=False)
+    per_epoch = len(shapes) // 3
+    assert [shapes[i * per_epoch] for i in range(3)] == [(32, 32), (40, 40), (48, 48)]
+    assert set(shapes[:per_epoch]) == {(32, 32)} and set(shapes[-per_epoch:]) == {(48, 48)}
+    assert torch_train.image_size_at(cfg, 1) == 32 and torch_train.image_size_at(cfg, 9) == 48
+
+
+def test_bfloat16_autocast_and_channels_last_train_and_reload(tiny_manifest, tmp_path, monkeypatch):
+    shapes, dtypes = [], []
+    _recording_build(monkeypatch, shapes, dtypes)
+    cfg = run_config("bf", "resnet18", epochs=1, batch_size=10, image_size=32, num_workers=0, seed=1,
+                     cpu_bfloat16=True, channels_last=True, label_smoothing=0.1)
+    result = train(cfg, tiny_manifest, tmp_path / "bf", verbose=False)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert result.extra["epochs_trained"] == 1 and result.extra["train_seconds"] > 0
+    y_true, y_prob = torch_evaluate.split_probabilities(result.best_path, tiny_manifest, "test")[:2]
+    assert y_prob.shape == (len(y_true), 3) and abs(y_prob.sum(1) - 1).max() < 1e-5
+    numerics = torch_train.numerics_for(cfg, torch.device("cpu"))
+    assert numerics.autocast and numerics.dtype == torch.bfloat16 and numerics.channels_last
+    assert not torch_train.numerics_for(dataclasses.replace(cfg, cpu_bfloat16=False), torch.device("cpu")).autocast
+
+
+def test_label_smoothing_changes_the_training_loss_only(tiny_manifest, tmp_path):
+    base = dict(epochs=1, batch_size=6, image_size=32, num_workers=0, seed=1, precise_bn=False)
+    plain = train(run_config("ls0", "resnet18", **base), tiny_manifest, tmp_path / "ls0", verbose=False)
+    smooth = train(run_config("ls1", "resnet18", label_smoothing=0.2, **base), tiny_manifest, tmp_path / "ls1",
+                   verbose=False)
+    assert smooth.history["loss"].iloc[0] != pytest.approx(plain.history["loss"].iloc[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+    ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1)"),
+    ({"progressive_resizing": [16]}, "image sizes >= 32"),
+    ({"progressive_resizing": [32, 32], "epochs": 2}, "at least the last of the 2 epochs"),
+])
+def test_recipe_options_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_config("bad", "resnet18", **overrides)
+
+
+def test_schema_takes_per_run_settings_and_checks_progressive_sizes():
+    params = study_params()
+    runs = [{"name": "e", "arch": "efficientnet_lite0", "step_lr": False, "weights": "imagenet", "image_size": 160,
+             "epochs": 3, "lr_schedule": "onecycle", "progressive_resizing": [128]}]
+    changed = schema.apply_overrides(params, {"train_multiclass.runs": runs})
+    schema.validate_params(changed)
+    cfg = torch_train.configs_from_params(changed)[0]
+    assert (cfg.arch, cfg.weights, cfg.image_size, cfg.epochs, cfg.progressive_resizing) == \
+        ("efficientnet_lite0", "imagenet", 160, 3, [128])
+    bad = [{**runs[0], "progressive_resizing": [96, 128, 144]}]
+    with pytest.raises(ValueError, match=r"runs\[0\]\.progressive_resizing: expected fewer sizes than the run's 3"):
+        schema.validate_params(schema.apply_overrides(params, {"train_multiclass.runs": bad}))

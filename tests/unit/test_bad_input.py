@@ -40,7 +40,7 @@ def tree(tmp_path) -> Path:
 def prepare(tmp_path: Path, root: Path, capsys, *extra: str) -> tuple[int, str, str, Path]:
     """Run `xraylib prepare binary` on ``root``; returns (exit code, stdout, xraylib's stderr lines, out dir)."""
     params = yaml.safe_load((config.project_root() / "params.yaml").read_text())
-    params["data"]["binary"] = {"source": "kermany", "root": str(root)}
+    params["data"]["binary"].update(source="kermany", root=str(root))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
@@ -230,7 +230,7 @@ def test_folder_source_binary_task_needs_two_classes(tmp_path, capsys):
         for i in range(6):
             bad.xray(root / label / f"{label}{i}.png", 10 * k + i)
     params = yaml.safe_load((config.project_root() / "params.yaml").read_text())
-    params["data"]["binary"] = {"source": "folder", "root": str(root)}
+    params["data"]["binary"].update(source="folder", root=str(root))
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     code = cli.main(["--params", str(tmp_path / "p.yaml"), "prepare", "binary", "--out", str(tmp_path / "o")])
     assert code == 2
@@ -291,7 +291,7 @@ def test_no_traceback_without_debug_and_one_with_it(tree, tmp_path):
     for path in (tree / "test" / "NORMAL").iterdir():
         path.unlink()
     params = yaml.safe_load((config.project_root() / "params.yaml").read_text())
-    params["data"]["binary"] = {"source": "kermany", "root": str(tree)}
+    params["data"]["binary"].update(source="kermany", root=str(tree))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--params", str(tmp_path / "params.yaml"), "prepare", "binary", "--out", str(tmp_path / "o")]
     quiet = _run(args, tmp_path)

@@ -83,9 +83,16 @@ def _bad_copy(kermany_tree: Path) -> Path:
 
 
 def data_section(root: Path, source: str = "kermany", task: str = "binary") -> dict:
-    """The project's validated ``data`` section with ``data.<task>`` pointed at ``root``."""
+    """The project's validated ``data`` section with ``data.<task>`` pointed at ``root``.
+
+    No other source to compare it with (cross-source near-duplicates: tests/unit/test_cross_source.py): the
+    other task points at the same folder (not compared) and ``data.external`` is empty.
+    """
     section = dict(config.load_params()["data"])
-    section[task] = {"source": source, "root": str(root)}
+    section[task] = {"source": source, "root": str(root), "compare_with": []}
+    other = "multiclass" if task == "binary" else "binary"
+    section[other] = {"source": "folder", "root": str(root), "compare_with": []}
+    section["external"] = []
     return section
 
 
@@ -206,7 +213,7 @@ def _write_params(tmp_path: Path, root: Path) -> Path:
     """The project's params.yaml (complete, as the schema requires) with data.binary pointed at ``root``."""
     full = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     full["seed"] = 1
-    full["data"]["binary"] = {"source": "kermany", "root": str(root)}
+    full["data"]["binary"] = {"source": "kermany", "root": str(root), "compare_with": []}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(full))
     return params

@@ -22,8 +22,12 @@ def _xray(path: Path, seed: int, size: int = 160) -> Path:
 
 
 def _data_section(root: Path, source: str, task: str = "binary") -> dict:
+    """The project's ``data`` section with ``data.<task>`` at ``root`` and no other source to compare it with."""
     section = dict(config.load_params()["data"])
-    section[task] = {"source": source, "root": str(root)}
+    section[task] = {"source": source, "root": str(root), "compare_with": []}
+    other = "multiclass" if task == "binary" else "binary"
+    section[other] = {"source": "folder", "root": str(root), "compare_with": []}  # the same folder: not compared
+    section["external"] = []
     return section
 
 

@@ -19,7 +19,7 @@ FRAMEWORK_FREE = ["xraylib", "xraylib.config", "xraylib.data", "xraylib.images",
                   "xraylib.gradcam_sets", "xraylib.gradcam_figures", "xraylib.gradcam_overlays", "xraylib.errors",
                   "xraylib.model_files", "xraylib.schema", "xraylib.inference", "xraylib.evaluation",
                   "xraylib.statistics", "xraylib.calibration", "xraylib.gradcam_faithfulness", "xraylib.model_card",
-                  "xraylib.model_card_sections"]
+                  "xraylib.model_card_sections", "xraylib.shortcuts", "xraylib.dataset_shift", "xraylib.site_calibration"]
 
 
 def test_framework_free_modules_import_no_framework():

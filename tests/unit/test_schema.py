@@ -61,7 +61,8 @@ def _yaml_value(raw, section, key, text):
     raw[section][key] = yaml.safe_load(f"{key}: {text}")[key]
 
 
-ARCHS = "'densenet121', 'resnet18', 'resnet50', 'squeezenet', 'squeezenet1_1'"
+ARCHS = ("'densenet121', 'resnet18', 'resnet50', 'squeezenet', 'squeezenet1_1', 'efficientnet_lite0', "
+         "'xception'")
 CASES = {
     "typo_epoch": (lambda r: _rename(r, "train_binary", "epochs", "epoch"),
                    "train_binary.epoch: unknown key; did you mean 'epochs'?"),
@@ -165,7 +166,9 @@ def test_flatten_and_section_keys(raw):
     for name in schema.Params.model_fields:
         if isinstance(raw[name], dict):
             assert schema.section_keys(name) == list(raw[name]), f"{name}: schema order differs from params.yaml"
-    assert schema.section_keys("train_multiclass.runs") == ["name", "arch", "step_lr", "learning_rate"]
+    assert schema.section_keys("train_multiclass.runs") == [
+        "name", "arch", "step_lr", "learning_rate", "weights", "image_size", "epochs", "batch_size", "lr_schedule",
+        "label_smoothing", "precise_bn", "channels_last", "cpu_bfloat16", "progressive_resizing"]
     with pytest.raises(KeyError, match="did you mean 'train_binary'"):
         schema.section_keys("train_binery")
 
