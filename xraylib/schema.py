@@ -50,6 +50,7 @@ TtaMode = Literal["none", "flip"]  # tf_train.TTA_MODES
 Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1",  # torch_model.BUILDERS
                "efficientnet_lite0", "xception"]
 LrSchedule = Literal["constant", "onecycle", "cosine"]  # torch_train.LR_SCHEDULES
+Augment = Literal["flip", "radiograph"]  # torch_data.AUGMENTATIONS
 Split = Literal["train", "val", "test"]  # data.SPLITS
 # gradcam_maps.COLORMAPS: perceptually uniform maps first; jet and turbo replicate the original notebooks
 Colormap = Literal["inferno", "viridis", "magma", "plasma", "cividis", "turbo", "jet", "hot"]
@@ -246,6 +247,7 @@ class Run(_Section):
     batch_size: int | None = Field(default=None, ge=1)
     lr_schedule: LrSchedule | None = None
     label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    augment: Augment | None = None
     precise_bn: bool | None = None
     channels_last: bool | None = None
     cpu_bfloat16: bool | None = None
@@ -273,6 +275,7 @@ class TrainMulticlass(_Section):
     num_threads: int = Field(ge=0)
     lr_schedule: LrSchedule  # torch_train.make_scheduler; runs with step_lr use StepLR
     label_smoothing: float = Field(ge=0, lt=1)
+    augment: Augment  # torch_data.build_transform
     channels_last: bool
     cpu_bfloat16: bool
     progressive_resizing: ProgressiveSizes

@@ -49,11 +49,26 @@ class GrayToTensor:
         return f"{type(self).__name__}()"
 
 
-def build_transform(train: bool) -> transforms.Compose:
-    """The original notebook's transforms after resizing: flip (training only), tensor, ImageNet normalisation."""
+AUGMENTATIONS = ("flip", "radiograph")
+
+
+def build_transform(train: bool, augment: str = "flip") -> transforms.Compose:
+    """The transforms after resizing: augmentation (training only), tensor, ImageNet normalisation.
+
+    ``augment``: ``flip`` is the original notebook's random horizontal flip. ``radiograph`` adds what a
+    chest film varies by between sites and positioning, kept small so the anatomy stays plausible: a random
+    affine (rotation up to 7 degrees, shift up to 5 %, scale 0.92-1.08, new corners filled black like a
+    film's collimation) and brightness / contrast jitter of 15 % (exposure). Chosen on validation
+    (``benchmarks/torch_cpu_recipe.py recipe``), not on a test split.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"train_multiclass.augment must be one of {AUGMENTATIONS}, got {augment!r}")
     steps: list = [GrayToTensor()]
     if train:
         steps.append(transforms.RandomHorizontalFlip(p=0.5))
+        if augment == "radiograph":
+            steps.append(transforms.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.92, 1.08), fill=0.0))
+            steps.append(transforms.ColorJitter(brightness=0.15, contrast=0.15))
     steps.append(transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     return transforms.Compose(steps)
 
@@ -78,11 +93,13 @@ class ImageListDataset(Dataset):
         image_size: side length after resizing.
         resize_mode: ``stretch`` (original) or ``pad``.
         equalize_method: ``none``, ``hist`` or ``clahe``.
-        train: apply the random horizontal flip.
+        train: apply the training augmentation.
+        augment: which augmentation (:data:`AUGMENTATIONS`, see :func:`build_transform`).
     """
 
     def __init__(self, samples: Sequence[tuple[str | Path, int]], class_names: Sequence[str], image_size: int,
-                 resize_mode: str = "stretch", equalize_method: str = "none", train: bool = False):
+                 resize_mode: str = "stretch", equalize_method: str = "none", train: bool = False,
+                 augment: str = "flip"):
         check_image_settings(image_size, resize_mode, equalize_method)
         self.classes = list(class_names)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
@@ -92,7 +109,8 @@ class ImageListDataset(Dataset):
         self.resize_mode = resize_mode
         self.equalize_method = equalize_method
         self.train = train
-        self.transform = build_transform(train)
+        self.augment = augment
+        self.transform = build_transform(train, augment)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -115,6 +133,7 @@ class ManifestDataset(ImageListDataset):
             so every split uses the same indices even if a class is missing from one split.
         image_size, resize_mode, equalize_method: see :class:`ImageListDataset`.
         train: apply augmentation; default ``split == "train"``.
+        augment: which augmentation (see :func:`build_transform`).
 
     Raises:
         ValueError: unknown split, empty split, or labels outside ``class_names``.
@@ -122,7 +141,7 @@ class ManifestDataset(ImageListDataset):
 
     def __init__(self, manifest: pd.DataFrame, split: str, image_size: int, resize_mode: str = "stretch",
                  equalize_method: str = "none", class_names: Sequence[str] | None = None,
-                 train: bool | None = None):
+                 train: bool | None = None, augment: str = "flip"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         names = list(class_names) if class_names is not None else sorted(manifest["label"].unique().tolist())
@@ -132,7 +151,8 @@ class ManifestDataset(ImageListDataset):
             raise ValueError(f"labels {unknown} in split {split!r} are not among the class names {names}")
         index = {name: i for i, name in enumerate(names)}
         super().__init__([(p, index[label]) for p, label in zip(rows["path"], rows["label"])], names,
-                         image_size, resize_mode, equalize_method, train=(split == "train") if train is None else train)
+                         image_size, resize_mode, equalize_method, train=(split == "train") if train is None else train,
+                         augment=augment)
         self.split = split
 
 

@@ -38,7 +38,9 @@ those of the original recipe; each measured in ``benchmarks/torch_cpu_recipe.py`
 * ``label_smoothing`` of the cross-entropy (Szegedy et al. 2016);
 * ``progressive_resizing``: image sizes of the first epochs (e.g. ``[128]``:
   epoch 1 at 128 px, the rest at ``image_size``), cheap early epochs on small images
-  (fast.ai's progressive resizing; Touvron et al. 2019 on the train/test resolution).
+  (fast.ai's progressive resizing; Touvron et al. 2019 on the train/test resolution);
+* ``augment``: ``flip`` (the original) or ``radiograph`` (flip plus a small affine
+  and exposure jitter, :func:`xraylib.torch_data.build_transform`).
 
 Outside the pipeline, notebook 04 is the one route (any manifest folder, outputs
 kept away from the project's)::
@@ -68,7 +70,7 @@ from tqdm import tqdm
 
 from xraylib import config, numerics, outputs
 from xraylib.data import class_names as manifest_class_names
-from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
+from xraylib.torch_data import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import build_model, check_arch
 
 log = logging.getLogger(__name__)
@@ -117,9 +119,12 @@ class RunConfig:
     channels_last: bool
     cpu_bfloat16: bool
     progressive_resizing: list[int]
+    augment: str
 
     def __post_init__(self):
         check_arch(self.arch)
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"train_multiclass.augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train_multiclass.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.label_smoothing, bool) or not isinstance(self.label_smoothing, (int, float)) \
@@ -268,7 +273,7 @@ def settings_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
                      "progressive_resizing": list(cfg.progressive_resizing) or "", "epochs": cfg.epochs,
                      "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
                      "schedule": f"StepLR every {cfg.step_size} x{cfg.gamma:g}" if cfg.step_lr else cfg.lr_schedule,
-                     "label_smoothing": cfg.label_smoothing})
+                     "label_smoothing": cfg.label_smoothing, "augment": cfg.augment})
     return pd.DataFrame(rows).set_index("run")
 
 
@@ -579,7 +584,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         torch.set_num_threads(threads)  # CPU sums depend on the thread count; fixing it fixes the result
     set_determinism(cfg.seed, device)
 
-    train_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names)
+    train_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names,
+                                augment=cfg.augment)
     val_set = ManifestDataset(manifest, "val", cfg.image_size, cfg.resize, cfg.equalize, class_names=names)
     generator = make_generator(cfg.seed)
     pin = device.type == "cuda"

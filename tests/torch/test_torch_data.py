@@ -52,6 +52,22 @@ def test_flip_only_in_training(tiny_manifest):
     assert all(f != s for f, s in zip(flips, same)), "each training image is either flipped or unchanged"
 
 
+def test_radiograph_augmentation_moves_and_reexposes_only_training_images(tiny_manifest):
+    plain = ManifestDataset(tiny_manifest, "train", 48, train=False)
+    augmented = ManifestDataset(tiny_manifest, "train", 48, augment="radiograph")
+    torch.manual_seed(0)
+    for i in range(len(plain)):
+        x, a = augmented[i][0], plain[i][0]
+        assert x.shape == a.shape
+        assert not torch.equal(x, a) and not torch.equal(x, torch.flip(a, dims=[2])), \
+            "beyond a flip, every training image is shifted, rotated, scaled or re-exposed"
+        assert (denormalize(x) - denormalize(a)).abs().mean() < 0.35, "a small change, not a different image"
+    evaluation = ManifestDataset(tiny_manifest, "val", 48, augment="radiograph")
+    assert torch.equal(evaluation[0][0], ManifestDataset(tiny_manifest, "val", 48)[0][0]), "no augmentation at test"
+    with pytest.raises(ValueError, match="train_multiclass.augment must be one of"):
+        ManifestDataset(tiny_manifest, "train", 48, augment="mixup")
+
+
 def test_dataset_errors_name_the_problem(tiny_manifest):
     with pytest.raises(ValueError, match="split must be one of"):
         ManifestDataset(tiny_manifest, "holdout", 32)

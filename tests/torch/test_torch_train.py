@@ -338,6 +338,7 @@ def test_label_smoothing_changes_the_training_loss_only(tiny_manifest, tmp_path)
 @pytest.mark.parametrize("overrides, message", [
     ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1)"),
+    ({"augment": "mixup"}, "augment must be one of"),
     ({"progressive_resizing": [16]}, "image sizes >= 32"),
     ({"progressive_resizing": [32, 32], "epochs": 2}, "at least the last of the 2 epochs"),
 ])

@@ -168,7 +168,7 @@ def test_flatten_and_section_keys(raw):
             assert schema.section_keys(name) == list(raw[name]), f"{name}: schema order differs from params.yaml"
     assert schema.section_keys("train_multiclass.runs") == [
         "name", "arch", "step_lr", "learning_rate", "weights", "image_size", "epochs", "batch_size", "lr_schedule",
-        "label_smoothing", "precise_bn", "channels_last", "cpu_bfloat16", "progressive_resizing"]
+        "label_smoothing", "augment", "precise_bn", "channels_last", "cpu_bfloat16", "progressive_resizing"]
     with pytest.raises(KeyError, match="did you mean 'train_binary'"):
         schema.section_keys("train_binery")
 
