@@ -35,13 +35,21 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+import warnings
+
 import h5py
 import numpy as np
-import timm
 import torch
-from timm.layers import create_pool2d
-from timm.models.xception import SeparableConv2d
 from torch import nn
+
+# timm imports huggingface_hub, which loads tqdm.auto: inside a Jupyter kernel without ipywidgets that warns
+# "IProgress not found" on stderr, with the venv's absolute path in it (a stored notebook output that differs
+# in every clone). Nothing here shows a progress bar, so that one warning is silenced for the import.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import timm
+    from timm.layers import create_pool2d
+    from timm.models.xception import SeparableConv2d
 
 from xraylib import model_files
 from xraylib.torch_data import IMAGENET_MEAN, IMAGENET_STD

@@ -107,3 +107,25 @@ def test_whole_lines_become_run_independent():
     tqdm_b = "scan: 100%|##########| 10/10 [00:01<00:00, 7.12it/s]"
     assert _sanitize_all(tqdm_a) == _sanitize_all(tqdm_b) == "scan: 100%|##########| 10/10 [ELAPSED, RATE]"
     assert _sanitize_all(keras_a.replace("0.5000", "0.7500")) != _sanitize_all(keras_a)  # results still compared
+
+
+def _compared_outputs():
+    """Every stored output text of every notebook cell nbval compares (cells without ``nbval-ignore-output``)."""
+    import nbformat
+
+    for path in sorted((CFG.parents[1] / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "code" or "nbval-ignore-output" in cell.metadata.get("tags", []):
+                continue
+            for output in cell.get("outputs", []):
+                texts = [output.get("text", "")] + [str(v) for v in output.get("data", {}).values()]
+                yield f"{path.name} cell {index}", "".join(texts)
+
+
+def test_compared_notebook_outputs_hold_no_machine_specific_path():
+    """A stored output nbval compares must read the same in any clone: no absolute path survives the sanitizers
+    (a warning's ``/home/me/clone/.venv/lib/.../site-packages/x.py:21`` line differs on every machine)."""
+    root = str(CFG.parents[1])
+    machine_specific = re.compile(r"site-packages/|dist-packages/|" + re.escape(root))
+    offenders = [where for where, text in _compared_outputs() if machine_specific.search(_sanitize_all(text))]
+    assert not offenders, f"compared outputs with a machine-specific path: {offenders}"
