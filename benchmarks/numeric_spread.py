@@ -8,6 +8,10 @@ twice the largest deviation, at least 0.02 (two images of a ~100-image test spli
 Usage::
 
     python benchmarks/numeric_spread.py build/spread_alt build/spread_alt2 --out reports/benchmarks/numeric_spread.csv
+
+Runs measured on another machine are added with ``--previous reports/benchmarks/numeric_spread.csv``: its rows are
+kept (except those of a run label measured again) and count in the spread, so the CSV accumulates machines and the
+tolerances cover every numeric path measured so far (the ``cpu`` column says where each run was made).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import argparse
 import fnmatch
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="scratch folders of finished regression runs")
     parser.add_argument("--out", default="reports/benchmarks/numeric_spread.csv")
+    parser.add_argument("--previous", help="an earlier output CSV whose runs count too (other machines)")
     args = parser.parse_args(argv)
     root = config.project_root()
     reference = json.loads((root / regression.REFERENCE_FILE).read_text())["headline"]
@@ -46,9 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, ref in reference.items():
             got = values.get(name)
             deviation = None if got is None or ref is None else abs(got - ref)
+            first = next(iter(env.values()), {})  # one stage's record: the machine is the same for all
+            settings = first.get("numerics_env") or {k: v for k, v in first.get("env", {}).items() if v is not None}
             rows.append({"figure": name, "run": label, "reference": ref, "value": got, "deviation": deviation,
-                         "env": json.dumps(next(iter(env.values()), {}).get("numerics_env", {}))})
+                         "env": json.dumps(settings), "cpu": first.get("cpu", "")})
     frame = pd.DataFrame(rows)
+    if args.previous:
+        previous = pd.read_csv(config.user_path(args.previous))
+        previous = previous[~previous["run"].isin(frame["run"])]
+        previous = previous[previous["figure"].isin(reference)]  # figures the reference still has
+        if "cpu" not in previous:
+            previous["cpu"] = "not recorded"
+        frame = pd.concat([previous, frame], ignore_index=True)
     spread = frame.groupby("figure", sort=False)["deviation"].max().rename("max_deviation").to_frame()
     spread["tolerance_rule"] = spread["max_deviation"].fillna(0).map(tolerance_rule)
     groups = {}
