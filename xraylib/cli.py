@@ -348,6 +348,35 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_multiclass(args: argparse.Namespace) -> int:
+    """Train the multi-class runs of params.yaml outside the notebook: one process, or one per device under
+    ``torchrun`` (:mod:`xraylib.torch_distributed`). Finished runs land where notebook 04 looks for them (its
+    ``checkpoint_dir``), so ``dvc repro`` afterwards reloads them and evaluates."""
+    from xraylib import data, torch_distributed, torch_train
+
+    params = load_params(args)
+    section = config.section(params, "train_multiclass")
+    ctx = torch_distributed.init_from_env()
+    try:
+        configs = torch_train.build_configs(section["runs"], args.only or None, **torch_train.shared_settings(params))
+        manifest = data.load_manifest("multiclass", args.manifest_dir or section["manifest_dir"])
+        summary = data.load_summary("multiclass", args.manifest_dir or section["manifest_dir"])
+        if ctx.is_main:
+            print(f"training {len(configs)} run(s) in {ctx.world_size} process(es), global batch "
+                  f"{configs[0].batch_size}" if configs else "no run selected", flush=True)
+        results = torch_train.train_all(configs, manifest, args.out or section["model_dir"],
+                                        checkpoint_dir=args.checkpoint_dir or section["checkpoint_dir"],
+                                        resume=bool(section["resume"]) and not args.fresh,
+                                        data_source=summary["source"])
+        if ctx.is_main:
+            for name, result in results.items():
+                print(f"{name}: best epoch {result.best_epoch}, validation loss {result.best_val_loss:.4f} -> "
+                      f"{config.relative_to_project(result.best_path)} ({result.extra['train_seconds']} s)")
+    finally:
+        torch_distributed.shutdown()
+    return 0
+
+
 def cmd_plots_page(args: argparse.Namespace) -> int:
     from xraylib import plots_page
 
@@ -569,6 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="a run outside the pipeline: the executed notebook, figures, metrics "
                    "and plots go to DIR instead of reports/, and the stage's model and checkpoint folders to DIR/")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("train-multiclass", help="train the multi-class runs (one process, or one per device under "
+                       "torchrun: torchrun --nproc_per_node N -m xraylib train-multiclass)")
+    # --only, not --run: torchrun would take --run as an abbreviation of its own --run-path
+    p.add_argument("--only", action="append", metavar="NAME", help="train only this run (repeatable; default: all)")
+    p.add_argument("--manifest-dir", help="prepared data (default: train_multiclass.manifest_dir)")
+    p.add_argument("--out", help="model folder (default: train_multiclass.model_dir)")
+    p.add_argument("--checkpoint-dir", help="checkpoint folder (default: train_multiclass.checkpoint_dir)")
+    p.add_argument("--fresh", action="store_true", help="do not resume from checkpoints")
+    p.set_defaults(func=cmd_train_multiclass)
 
     p = sub.add_parser("summary", help="write reports/metrics/summary.json, the headline numbers DVC shows")
     p.set_defaults(func=cmd_summary)

@@ -50,7 +50,7 @@ TtaMode = Literal["none", "flip"]  # tf_train.TTA_MODES
 Arch = Literal["densenet121", "resnet18", "resnet50", "squeezenet", "squeezenet1_1",  # torch_model.BUILDERS
                "efficientnet_lite0", "xception"]
 LrSchedule = Literal["constant", "onecycle", "cosine"]  # torch_train.LR_SCHEDULES
-Augment = Literal["flip", "radiograph"]  # torch_data.AUGMENTATIONS
+Augment = Literal["none", "flip", "radiograph"]  # torch_data.AUGMENTATIONS
 Split = Literal["train", "val", "test"]  # data.SPLITS
 # gradcam_maps.COLORMAPS: perceptually uniform maps first; jet and turbo replicate the original notebooks
 Colormap = Literal["inferno", "viridis", "magma", "plasma", "cividis", "turbo", "jet", "hot"]

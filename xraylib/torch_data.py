@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
 from torchvision import transforms
 
-from xraylib import config, data
+from xraylib import config, data, torch_distributed
 from xraylib.data import SPLITS
 from xraylib.images import EQUALIZE_MODES, RESIZE_MODES, prepare
 
@@ -49,13 +49,14 @@ class GrayToTensor:
         return f"{type(self).__name__}()"
 
 
-AUGMENTATIONS = ("flip", "radiograph")
+AUGMENTATIONS = ("none", "flip", "radiograph")
 
 
 def build_transform(train: bool, augment: str = "flip") -> transforms.Compose:
     """The transforms after resizing: augmentation (training only), tensor, ImageNet normalisation.
 
-    ``augment``: ``flip`` is the original notebook's random horizontal flip. ``radiograph`` adds what a
+    ``augment``: ``none`` trains on the images as they are (ablations, exactness tests); ``flip`` is the
+    original notebook's random horizontal flip. ``radiograph`` adds what a
     chest film varies by between sites and positioning, kept small so the anatomy stays plausible: a random
     affine (rotation up to 7 degrees, shift up to 5 %, scale 0.92-1.08, new corners filled black like a
     film's collimation) and brightness / contrast jitter of 15 % (exposure). Chosen on validation
@@ -64,7 +65,7 @@ def build_transform(train: bool, augment: str = "flip") -> transforms.Compose:
     if augment not in AUGMENTATIONS:
         raise ValueError(f"train_multiclass.augment must be one of {AUGMENTATIONS}, got {augment!r}")
     steps: list = [GrayToTensor()]
-    if train:
+    if train and augment != "none":
         steps.append(transforms.RandomHorizontalFlip(p=0.5))
         if augment == "radiograph":
             steps.append(transforms.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.92, 1.08), fill=0.0))
@@ -199,7 +200,7 @@ def make_generator(seed: int) -> torch.Generator:
 
 def make_loader(dataset: ImageListDataset, batch_size: int = 20, *, shuffle: bool = False, weighted: bool = False,
                 num_workers: int = 2, generator: torch.Generator | None = None,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, shard: tuple[int, int] | None = None) -> DataLoader:
     """DataLoader of the original notebook, reproducible.
 
     Args:
@@ -212,6 +213,8 @@ def make_loader(dataset: ImageListDataset, batch_size: int = 20, *, shuffle: boo
         generator: seeded generator for shuffling, sampling and worker seeds
             (:func:`make_generator`); its state is saved in checkpoints.
         pin_memory: pin batches for faster GPU transfer.
+        shard: ``(rank, world_size)`` of a distributed run: ``batch_size`` is then the global batch and this
+            process loads its share of each (:class:`xraylib.torch_distributed.ShardedBatchSampler`).
     """
     if batch_size < 1:
         raise ValueError(f"train_multiclass.batch_size must be >= 1, got {batch_size!r}")
@@ -223,6 +226,12 @@ def make_loader(dataset: ImageListDataset, batch_size: int = 20, *, shuffle: boo
         weights = sample_weights(dataset.targets, len(dataset.classes))
         sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
         shuffle = False
+    if shard is not None and shard[1] > 1:
+        if sampler is None:  # the same seeded order in every process
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        batches = torch_distributed.ShardedBatchSampler(sampler, batch_size, *shard)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, worker_init_fn=seed_worker,
+                          generator=generator, pin_memory=pin_memory, persistent_workers=False)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=seed_worker, generator=generator, pin_memory=pin_memory,
                       persistent_workers=False)

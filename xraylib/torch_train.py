@@ -68,7 +68,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xraylib import config, numerics, outputs
+from xraylib import config, numerics, outputs, torch_distributed
 from xraylib.data import class_names as manifest_class_names
 from xraylib.torch_data import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
 from xraylib.torch_model import build_model, check_arch
@@ -345,7 +345,7 @@ def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str]) -> str:
 
 # Modules whose code decides what training computes; a checkpoint written by other code is not resumed.
 TRAINING_MODULES = ("xraylib.torch_train", "xraylib.torch_data", "xraylib.torch_model", "xraylib.torch_pretrained",
-                    "xraylib.images")
+                    "xraylib.images", "xraylib.torch_distributed")
 
 
 def code_fingerprint() -> str:
@@ -463,8 +463,10 @@ def image_size_at(cfg: RunConfig, epoch: int) -> int:
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, device: torch.device, *, amp: bool | Numerics = False,
                     epoch: int = 0, on_batch_end: Callable[[int, int], None] | None = None, show: bool = False,
-                    desc: str = "", batch_scheduler=None) -> tuple[float, float]:
-    """One pass over ``loader`` in training mode. Returns ``(mean loss, accuracy)``.
+                    desc: str = "", batch_scheduler=None,
+                    ctx: torch_distributed.Context | None = None) -> tuple[float, float]:
+    """One pass over ``loader`` in training mode. Returns ``(mean loss, accuracy)`` (over every process of a
+    distributed run, ``ctx``).
 
     ``amp`` is a :class:`Numerics` (or ``True`` for float16 autocast); ``batch_scheduler``
     is stepped after every optimizer step. ``on_batch_end(epoch, batch_index)`` is called
@@ -489,6 +491,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         seen += len(y)
         if on_batch_end is not None:
             on_batch_end(epoch, i)
+    if ctx is not None and ctx.distributed:
+        total, correct, seen = ctx.sum([total, correct, seen])
     return total / seen, correct / seen
 
 
@@ -576,7 +580,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     ckpt_dir = config.resolve(checkpoint_dir) if checkpoint_dir is not None else out_dir
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     names = list(class_names) if class_names is not None else manifest_class_names(manifest)
-    device = select_device(cfg.device)
+    ctx = torch_distributed.context()
+    device = torch_distributed.device_for(ctx, select_device(cfg.device))
     numerics_ = numerics_for(cfg, device)
     amp = numerics_.autocast and numerics_.dtype == torch.float16  # the gradient scaler is for float16 only
     threads = numerics.thread_count(cfg.num_threads)
@@ -590,7 +595,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     generator = make_generator(cfg.seed)
     pin = device.type == "cuda"
     train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, weighted=cfg.weighted_sampler,
-                               num_workers=cfg.num_workers, generator=generator, pin_memory=pin)
+                               num_workers=cfg.num_workers, generator=generator, pin_memory=pin,
+                               shard=(ctx.rank, ctx.world_size) if ctx.distributed else None)
     val_loader = make_loader(val_set, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                              generator=make_generator(cfg.seed + 1), pin_memory=pin)
     bn_loader = None
@@ -628,14 +634,23 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             if best_copy != best_path:
                 _copy_atomic(best_copy, best_path)
             done = "finished; reloaded" if state["epoch"] == cfg.epochs else f"resuming after epoch {state['epoch']}"
-            print(f"{cfg.name}: {done} from {config.relative_to_project(last_path)}", flush=True)
+            if ctx.is_main:
+                print(f"{cfg.name}: {done} from {config.relative_to_project(last_path)}", flush=True)
         else:
             log.info("%s: %s was written with other settings, data or code, or more epochs; training afresh",
                         cfg.name, last_path)
-    if start == 1:  # a fresh run must not leave a previous run's best checkpoint or history behind
+    if start == 1 and ctx.is_main:  # a fresh run must not leave a previous run's best checkpoint or history behind
         for stale in (best_path, best_copy, out_dir / "history.csv"):
             stale.unlink(missing_ok=True)
+    ctx.barrier()
     resumed_from = start - 1
+    verbose = verbose and ctx.is_main
+    trained = model  # what the optimizer steps; ``model`` stays the plain module (evaluation, state dicts)
+    if ctx.distributed:
+        if device.type == "cuda":
+            trained = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None)
     if verbose:
         for row in history:
             print(_epoch_line(cfg.name, row, cfg.epochs, row.get("best", False)), flush=True)
@@ -645,10 +660,10 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     for epoch in range(start, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_set.image_size = image_size_at(cfg, epoch)  # read by the loader's workers, started per epoch
-        loss, acc = train_one_epoch(model, train_loader, criterion, optimizer, scaler, device, amp=numerics_,
-                                    epoch=epoch, on_batch_end=on_batch_end, show=batch_progress,
+        loss, acc = train_one_epoch(trained, train_loader, criterion, optimizer, scaler, device, amp=numerics_,
+                                    epoch=epoch, on_batch_end=on_batch_end, show=batch_progress and ctx.is_main,
                                     desc=f"{cfg.name} {epoch}/{cfg.epochs}",
-                                    batch_scheduler=scheduler if per_batch else None)
+                                    batch_scheduler=scheduler if per_batch else None, ctx=ctx)
         if bn_loader is not None:
             recompute_batchnorm(model, bn_loader, device, amp=numerics_)
         val_loss, val_acc = evaluate_loss(model, val_loader, val_criterion, device, amp=numerics_)
@@ -660,6 +675,10 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         history.append(row)
         if improved:
             best_val, best_epoch = val_loss, epoch
+        if not ctx.is_main:  # rank 0 writes; the others wait for it at the end of the epoch
+            ctx.barrier()
+            continue
+        if improved:
             _save_atomic({**meta, "model_state": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_copy)
             if best_copy != best_path:
                 _copy_atomic(best_copy, best_path)
@@ -674,11 +693,13 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
         if verbose:
             print(_epoch_line(cfg.name, row, cfg.epochs, improved), flush=True)
+        ctx.barrier()
 
     if not history:
         raise ValueError(f"run {cfg.name!r} trained no epoch (train_multiclass.epochs={cfg.epochs})")
     frame = pd.DataFrame(history)[HISTORY_COLUMNS]
-    outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
+    if ctx.is_main:
+        outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
     timing = {"epochs_trained": cfg.epochs - resumed_from, "train_seconds": round(time.perf_counter() - started, 1),
               "threads": torch.get_num_threads()}
     return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, extra=timing,

@@ -52,6 +52,13 @@ def test_flip_only_in_training(tiny_manifest):
     assert all(f != s for f, s in zip(flips, same)), "each training image is either flipped or unchanged"
 
 
+def test_no_augmentation_trains_on_the_images_as_they_are(tiny_manifest):
+    plain = ManifestDataset(tiny_manifest, "train", 32, train=False)
+    unaugmented = ManifestDataset(tiny_manifest, "train", 32, augment="none")
+    torch.manual_seed(0)
+    assert all(torch.equal(unaugmented[i][0], plain[i][0]) for i in range(len(plain)))
+
+
 def test_radiograph_augmentation_moves_and_reexposes_only_training_images(tiny_manifest):
     plain = ManifestDataset(tiny_manifest, "train", 48, train=False)
     augmented = ManifestDataset(tiny_manifest, "train", 48, augment="radiograph")
