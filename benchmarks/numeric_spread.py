@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         env_file = folder / "reports" / "metrics" / "environment.json"
         env = json.loads(env_file.read_text()) if env_file.is_file() else {}
         label = folder.name
+        first = next(iter(env.values()), {})  # one stage's record: the machine is the same for all
+        settings = first.get("numerics_env") or {k: v for k, v in first.get("env", {}).items() if v is not None}
         for name, ref in reference.items():
             got = values.get(name)
             deviation = None if got is None or ref is None else abs(got - ref)
-            first = next(iter(env.values()), {})  # one stage's record: the machine is the same for all
-            settings = first.get("numerics_env") or {k: v for k, v in first.get("env", {}).items() if v is not None}
             rows.append({"figure": name, "run": label, "reference": ref, "value": got, "deviation": deviation,
                          "env": json.dumps(settings), "cpu": first.get("cpu", "")})
     frame = pd.DataFrame(rows)
