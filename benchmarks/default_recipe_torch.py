@@ -65,19 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     manifest = data.load_manifest("multiclass", manifest_dir)
     spec = dict(params["train_multiclass"])
     spec.update(image_size=args.image_size, epochs=args.epochs, learning_rate=args.learning_rate,
-                step_size=args.step_size, run_names=args.runs)
+                step_size=args.step_size)
     import yaml
 
-    runs = [dict(run) for run in spec["runs"]]
+    runs = {name: dict(run) for name, run in spec["runs"].items()}
     for item in args.run_set:
         name, setting = item.split(":", 1)
         key, value = setting.split("=", 1)
-        next(run for run in runs if run["name"] == name)[key] = yaml.safe_load(value)
+        runs[name][key] = yaml.safe_load(value)
     spec["runs"] = runs
     for path in args.paths:
         threads, seed = (int(x) for x in path[1:].split("s"))
         configs = torch_train.configs_from_params({**params, "seed": seed, "train_multiclass": {
-            **spec, "num_threads": threads}})
+            **spec, "num_threads": threads}}, args.runs)
         for cfg in configs:
             start = time.perf_counter()
             result = torch_train.train(cfg, manifest, out / "runs" / args.variant / path / cfg.name, resume=False,

@@ -125,8 +125,8 @@ def recipe(args) -> list[dict]:
         name, _, sets = spec.partition(":")
         overrides = dict(item.split("=", 1) for item in sets.split(",") if item)
         overrides = {key: _value(value) for key, value in overrides.items()}
-        run = {"name": name, "arch": args.arch, "step_lr": False, **overrides}
-        cfg = torch_train.build_configs([run], **shared)[0]
+        run = {"arch": args.arch, "step_lr": False, **overrides}
+        cfg = torch_train.build_configs({name: run}, **shared)[0]
         out = config.user_path(args.work) / name
         start = time.perf_counter()
         result = torch_train.train(cfg, manifest, out, resume=False, verbose=True)

@@ -377,6 +377,25 @@ def cmd_train_multiclass(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_run(args: argparse.Namespace) -> int:
+    """One multi-class run end to end, the command of its DVC stage ``train_run@<run>``
+    (:func:`xraylib.torch_runs.run`): train or reload, recalibrate, evaluate on the test split, write its card."""
+    from xraylib import data, torch_runs, torch_train
+
+    params = load_params(args)
+    section = config.section(params, "train_multiclass")
+    cfg, = torch_train.configs_from_params(params, [args.name])
+    manifest = data.load_manifest("multiclass", section["manifest_dir"])
+    summary = data.load_summary("multiclass", section["manifest_dir"])
+    outcome = torch_runs.run(cfg, manifest, section["model_dir"], torch_runs.Evaluation.from_params(params),
+                             checkpoint_dir=section["checkpoint_dir"], resume=bool(section["resume"]) and not args.fresh,
+                             data_source=summary["source"], synthetic=summary["synthetic"])
+    test = outcome.entry["test"]
+    print(f"{cfg.name}: best epoch {outcome.entry['best_epoch']}, test accuracy {test['accuracy']:.3f}, macro-F1 "
+          f"{test['macro_f1']:.3f} -> {config.relative_to_project(torch_runs.metrics_path(cfg.name))}")
+    return 0
+
+
 def cmd_plots_page(args: argparse.Namespace) -> int:
     from xraylib import plots_page
 
@@ -448,9 +467,14 @@ def override_value(value) -> str:
 def cmd_exp(args: argparse.Namespace) -> int:
     overrides, source = _overrides(args)  # the profile (exp's argument), then any --set
     _validated(args, overrides, source)  # fails early, naming each key, on a stale profile or a refused value
+    from xraylib import schema
+
     command = ["dvc", "exp", "run", *args.dvc_args]
     for key, value in overrides.items():
-        command += ["-S", f"{key}={override_value(value)}"]
+        if schema.is_named_mapping(key):  # -S key={...} would merge into the runs of params.yaml: replace them
+            command += ["-S", f"~{key}", "-S", f"+{key}={override_value(value)}"]
+        else:
+            command += ["-S", f"{key}={override_value(value)}"]
     print(" ".join(command))
     if args.dry_run:
         return 0
@@ -608,6 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="checkpoint folder (default: train_multiclass.checkpoint_dir)")
     p.add_argument("--fresh", action="store_true", help="do not resume from checkpoints")
     p.set_defaults(func=cmd_train_multiclass)
+
+    p = sub.add_parser("train-run", help="one multi-class run end to end (its DVC stage train_run@NAME): train or "
+                       "reload, recalibrate, evaluate on the test split, write its metrics and model card")
+    p.add_argument("name", help="a run of train_multiclass.runs")
+    p.add_argument("--fresh", action="store_true", help="do not resume from checkpoints")
+    p.set_defaults(func=cmd_train_run)
 
     p = sub.add_parser("summary", help="write reports/metrics/summary.json, the headline numbers DVC shows")
     p.set_defaults(func=cmd_summary)

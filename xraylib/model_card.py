@@ -513,19 +513,22 @@ def _binary_inputs(metrics_dir: Path, model_dir: Path | None) -> list[_CardInput
     return [_CardInputs("binary", model_dir, facts, summary, _with_blocks(binary.get("test") or {}, binary))]
 
 
-def _multiclass_inputs(metrics_dir: Path, model_dir: Path | None) -> list[_CardInputs]:
+def _multiclass_inputs(metrics_dir: Path, model_dir: Path | None, *,
+                       source: Path | None = None) -> list[_CardInputs]:
     """One card's inputs per run in ``multiclass.json`` (with ``data_multiclass.json``); runs in ``<model_dir>/<run>``.
 
-    Reads no other task's files.
+    ``source`` reads another document of the same shape instead (one run's, :func:`write_run_card`). Reads no other
+    task's files.
     """
-    multiclass = _read_json(metrics_dir / "multiclass.json")
+    source = source or metrics_dir / "multiclass.json"
+    multiclass = _read_json(source)
     data_multiclass = _read_json(metrics_dir / "data_multiclass.json")
     inputs = []
     for run, result in (multiclass.get("runs") or {}).items():
         run_dir = model_dir / run if model_dir else None
         facts = {"task": "multiclass", "framework": "torch",
                  **{k: v for k, v in result.items() if k not in ("test", "external") and not isinstance(v, list)},
-                 "date": _file_date(metrics_dir / "multiclass.json"),
+                 "date": _file_date(source),
                  "version": _version(run_dir / "best.pt" if run_dir else None)}
         if isinstance(result.get("calibration"), dict):
             facts["calibration"] = result["calibration"]
@@ -613,3 +616,24 @@ def write_cards_next_to_weights(task: str, model_dir: str | Path, metrics_dir: s
     return [write_card_next_to_model(item.model_dir, build_model_card(item.name, item.model, item.data_summary,
                                                                       item.report))
             for item in _INPUTS[task](metrics, folder) if item.model_dir.is_dir()]
+
+
+def write_run_card(document: str | Path, model_dir: str | Path, metrics_dir: str | Path | None = None) -> list[Path]:
+    """Write the card of one multi-class run as ``README.md`` beside its weights, from that run's own metrics.
+
+    What the run's DVC stage (``train_run@<run>``, :mod:`xraylib.torch_runs`) writes: ``document`` is its metrics
+    file (``{"synthetic", "classes", "runs": {run: entry}}``, the shape of ``multiclass.json`` with one run), so the
+    card has no comparison with the other runs and no Grad-CAM section; ``reports/model_cards`` (the
+    ``model_cards`` stage) has both.
+
+    Raises:
+        FileNotFoundError: ``document`` does not exist.
+    """
+    document = config.resolve(document)
+    if not document.is_file():
+        raise FileNotFoundError(f"{document} not found; write the run's test metrics before its card")
+    metrics = config.resolve(metrics_dir) if metrics_dir else config.METRICS_DIR
+    folder = config.resolve(model_dir)
+    return [write_card_next_to_model(item.model_dir, build_model_card(item.name, item.model, item.data_summary,
+                                                                      item.report))
+            for item in _multiclass_inputs(metrics, folder, source=document) if item.model_dir.is_dir()]

@@ -234,9 +234,8 @@ ProgressiveSizes = Annotated[list[Annotated[int, Field(ge=32)]],
 
 
 class Run(_Section):
-    """One entry of ``train_multiclass.runs``."""
+    """One run of ``train_multiclass.runs`` (its name is the key: ``runs: {resnet18: {arch: resnet18, ...}}``)."""
 
-    name: RunName
     arch: Arch
     step_lr: bool
     # Optional per-run overrides of the shared settings (absent or null = the train_multiclass value).
@@ -284,24 +283,18 @@ class TrainMulticlass(_Section):
     n_resamples: int = Field(ge=1)
     seeds: int = Field(ge=1)
     recalibration: Literal["none", "temperature"]
-    run_names: Annotated[list[str], Allowed("a list of names from train_multiclass.runs ([] = all)")]
-    runs: Annotated[list[Run], Field(min_length=1), Allowed("a non-empty list of {name, arch, step_lr} mappings")]
+    # One DVC stage per run (dvc.yaml: train_run, foreach over this mapping), keyed by the run's name.
+    runs: Annotated[dict[RunName, Run], Field(min_length=1),
+                    Allowed("a non-empty mapping of run name -> {arch, step_lr, ...}")]
 
     @model_validator(mode="after")
     def _runs_agree(self) -> "TrainMulticlass":
         problems = []
-        names = [run.name for run in self.runs]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            problems.append(f"runs: expected unique run names, got {duplicates} more than once")
-        unknown = [n for n in self.run_names if n not in names]
-        if unknown:
-            problems.append(f"run_names: expected names from train_multiclass.runs {names}, got unknown {unknown}")
-        for i, run in enumerate(self.runs):
+        for name, run in self.runs.items():
             epochs = run.epochs if run.epochs is not None else self.epochs
             sizes = run.progressive_resizing if run.progressive_resizing is not None else self.progressive_resizing
             if len(sizes) >= epochs:
-                where = f"runs[{i}].progressive_resizing" if run.progressive_resizing is not None \
+                where = f"runs.{name}.progressive_resizing" if run.progressive_resizing is not None \
                     else "progressive_resizing"
                 problems.append(f"{where}: expected fewer sizes than the run's {epochs} epochs (the last epochs "
                                 f"train at image_size), got {sizes}")
@@ -433,6 +426,7 @@ def _locate(loc: tuple) -> tuple[str, type[BaseModel] | None, Any, list]:
     parent: type[BaseModel] | None = None
     annotation: Any = None
     metadata: list = []
+    keyed: Any = None
     key = ""
     for seg in loc:
         if isinstance(seg, int) and annotation is not None and typing.get_origin(_strip(annotation)[0]) is list:
@@ -440,6 +434,15 @@ def _locate(loc: tuple) -> tuple[str, type[BaseModel] | None, Any, list]:
             annotation, extra = _strip(typing.get_args(_strip(annotation)[0])[0])
             metadata = extra
             model = annotation if _is_model(annotation) else None
+        elif seg == "[key]" and keyed is not None:  # the mapping's key itself failed its check (a run name)
+            annotation, metadata = _strip(typing.get_args(keyed)[0])
+            break
+        elif isinstance(seg, str) and annotation is not None and typing.get_origin(_strip(annotation)[0]) is dict:
+            keyed = _strip(annotation)[0]  # a mapping keyed by name (train_multiclass.runs): the value follows
+            key = f"{key}.{seg}"
+            annotation, metadata = _strip(typing.get_args(keyed)[1])
+            model = annotation if _is_model(annotation) else None
+            continue
         elif model is not None and isinstance(seg, str):
             parent = model
             key = f"{key}.{seg}" if key else seg
@@ -564,6 +567,10 @@ def _schema_node(dotted: str) -> tuple[Any, list[str]]:
     parts = dotted.split(".")
     for i, seg in enumerate(parts):
         model = _strip(annotation)[0]
+        if typing.get_origin(model) is dict:  # a mapping keyed by name (train_multiclass.runs): any name
+            annotation = typing.get_args(model)[1]
+            walked.append(seg)
+            continue
         if not _is_model(model):
             where = ".".join(walked)
             return None, [f"{dotted}: unknown key; {where!r} is a single value, not a section (set it whole)"]
@@ -619,16 +626,23 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def flatten(params: Params | Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"train_binary": {"epochs": 20}}`` -> ``{"train_binary.epochs": 20}``; lists stay whole values."""
+    """``{"train_binary": {"epochs": 20}}`` -> ``{"train_binary.epochs": 20}``; lists and mappings keyed by name
+    (``train_multiclass.runs``, :func:`is_named_mapping`) stay whole values: a profile's runs replace all runs."""
     node = params.model_dump() if isinstance(params, BaseModel) else params
     flat: dict[str, Any] = {}
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping) and value and not is_named_mapping(dotted):
             flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
+
+
+def is_named_mapping(dotted: str) -> bool:
+    """Whether a dotted key is a mapping keyed by free names (``train_multiclass.runs``), not a fixed section."""
+    annotation, problems = _schema_node(dotted)
+    return not problems and typing.get_origin(_strip(annotation)[0]) is dict
 
 
 def section_model(name: str) -> type[BaseModel]:
@@ -641,13 +655,13 @@ def section_model(name: str) -> type[BaseModel]:
     if problems:
         raise KeyError(problems[0])
     annotation = _strip(annotation)[0]
-    if typing.get_origin(annotation) is list:
-        annotation = _strip(typing.get_args(annotation)[0])[0]
+    if typing.get_origin(annotation) in (list, dict):
+        annotation = _strip(typing.get_args(annotation)[-1])[0]
     if not _is_model(annotation):
         raise KeyError(f"{name}: a single value, not a section of params.yaml")
     return annotation
 
 
 def section_keys(name: str) -> list[str]:
-    """Key names of a section, in schema order (``section_keys("train_multiclass.runs")`` -> name, arch, step_lr)."""
+    """Key names of a section, in schema order (``section_keys("train_multiclass.runs")`` -> arch, step_lr, ...)."""
     return list(section_model(name).model_fields)

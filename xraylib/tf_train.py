@@ -20,6 +20,11 @@ Two ways to train, chosen by the weights:
 Callbacks in every phase: early stopping, reduce-LR-on-plateau, a best-on-validation
 checkpoint (restored at the end of the phase), a CSV log and one progress line
 per epoch. :func:`set_determinism` makes two runs on one CPU identical.
+
+Several devices (two or more GPUs, or the devices of a given strategy): the model
+trains under ``tf.distribute.MirroredStrategy`` with the global batch
+``batch_size`` split over the replicas and validation computed on one device
+(:mod:`xraylib.tf_distribute`); with one device nothing changes.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from xraylib import images, tf_model
+from xraylib import images, tf_distribute, tf_model
 # Inference lives in tf_model; predict_proba is also reached as tf_train.predict_proba (notebook 03, benchmarks).
 from xraylib.tf_model import TTA_MODES, extract, predict_proba, tta_views  # noqa: F401
 from xraylib.tf_layers import WeightedBinaryCrossentropy, class_frequency_weights
@@ -196,9 +201,12 @@ def make_loss(imbalance: str, weights: dict, label_smoothing: float = 0.0):
     return loss, (weights["class_weight"] if imbalance == "class_weight" else None)
 
 
+def _metrics() -> list[keras.metrics.Metric]:
+    return [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+
+
 def _compile(model: keras.Model, learning_rate: float, loss) -> None:
-    model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)), loss=loss,
-                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+    model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)), loss=loss, metrics=_metrics())
 
 
 def _callbacks(cfg: TrainConfig, phase: str, epochs: int, checkpoint: Path, log_csv: Path | None, append: bool,
@@ -237,12 +245,16 @@ def _fit_arrays(model, x, y, val, cfg, phase, epochs, lr, loss, class_weight, wo
 
 
 def _fit_datasets(model, train, val, cfg, phase, epochs, lr, loss, class_weight, work: Path, log_csv, append,
-                  initial_epoch=0):
-    _compile(model, lr, loss)
+                  initial_epoch=0, strategy=None):
+    with tf_distribute.scope(strategy):  # a new optimizer: mirrored under a strategy
+        _compile(model, lr, loss)
     checkpoint = work / f"best_{phase}.weights.h5"
+    callbacks = _callbacks(cfg, phase, epochs, checkpoint, log_csv, append, initial_epoch)
+    if strategy is not None:  # validation on one device, first so that every other callback sees it
+        callbacks.insert(0, tf_distribute.OneDeviceValidation(val, _metrics))
+        val = None
     history = model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                        shuffle=False, class_weight=class_weight,
-                        callbacks=_callbacks(cfg, phase, epochs, checkpoint, log_csv, append, initial_epoch), verbose=0)
+                        shuffle=False, class_weight=class_weight, callbacks=callbacks, verbose=0)
     if checkpoint.exists():
         model.load_weights(str(checkpoint))
     return _history_frame(history, phase, initial_epoch)
@@ -254,23 +266,55 @@ def _freeze_batchnorm(model: keras.Model) -> None:
             layer.trainable = False
 
 
-def train_binary(cfg: TrainConfig, data: dict, *, log_csv: str | Path | None = None) -> TrainResult:
+def train_binary(cfg: TrainConfig, data: dict, *, log_csv: str | Path | None = None,
+                 strategy: tf.distribute.Strategy | None = None) -> TrainResult:
     """Build and train the binary model; return it with its history and validation probabilities.
 
     Args:
         cfg: training settings.
         data: :func:`xraylib.tf_data.split_datasets` output with ``train`` and ``val``.
         log_csv: optional CSV training log (Keras ``CSVLogger``).
+        strategy: a ``tf.distribute.MirroredStrategy`` to train under, or TensorFlow's default strategy for one
+            device; ``None``: :func:`xraylib.tf_distribute.strategy` (mirrored over every GPU when there are two or
+            more). Mirrored: ``cfg.batch_size`` is the global batch, split over the replicas; validation runs on
+            one device; the cached-feature path stays on one device (see :mod:`xraylib.tf_distribute`).
 
     Returns:
         :class:`TrainResult`; ``val_probs`` are the validation probabilities
         (with the configured test-time augmentation) used to choose the threshold.
+
+    Raises:
+        ValueError: called inside a strategy's scope (pass the strategy instead), a strategy other than those two, or
+            a batch size that is no multiple of the replica count.
     """
+    if tf.distribute.has_strategy():
+        raise ValueError("call train_binary outside strategy.scope() and pass the strategy as strategy=...: it builds "
+                         "the model inside the scope and trains and validates outside it")
+    strategy = tf_distribute.strategy() if strategy is None else strategy
+    if not tf_distribute.is_mirrored(strategy):
+        return _train_binary(cfg, data, log_csv)  # one device: exactly the training without tf_distribute
+    replicas = tf_distribute.replicas(strategy)
+    if cfg.pretrained and cfg.cache_features:
+        print(f"cached-feature training runs on one device ({replicas} replica(s) available): the frozen part runs "
+              f"once per image and only the small top trains", flush=True)
+        return _train_binary(cfg, data, log_csv)
+    batch = int(cfg.batch_size)
+    train = {**data["train"], "dataset": tf_distribute.training_batches(
+        data["train"]["dataset"], len(data["train"]["labels"]), batch, replicas)}
+    print(f"training on {replicas} replicas ({type(strategy).__name__}), global batch {batch} ({batch // replicas} "
+          f"per replica); validation on one device", flush=True)
+    return _train_binary(cfg, {**data, "train": train}, log_csv, strategy)
+
+
+def _train_binary(cfg: TrainConfig, data: dict, log_csv: str | Path | None,
+                  strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+    """:func:`train_binary` on one device (``strategy`` None) or mirrored (model built under ``strategy``)."""
     set_determinism(cfg.seed)
     weights = class_frequency_weights(data["train"]["labels"])
     loss, class_weight = make_loss(cfg.imbalance, weights, cfg.label_smoothing)
-    model = tf_model.build_model(cfg.backbone, cfg.image_size, cfg.weights, input_norm=cfg.input_norm,
-                                 dropout=cfg.dropout, l2=cfg.l2, augment=cfg.augment, seed=cfg.seed)
+    with tf_distribute.scope(strategy):  # the model's variables: mirrored under a strategy
+        model = tf_model.build_model(cfg.backbone, cfg.image_size, cfg.weights, input_norm=cfg.input_norm,
+                                     dropout=cfg.dropout, l2=cfg.l2, augment=cfg.augment, seed=cfg.seed)
     log_csv = Path(log_csv) if log_csv else None
     if log_csv is not None:
         log_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -281,13 +325,15 @@ def train_binary(cfg: TrainConfig, data: dict, *, log_csv: str | Path | None = N
         if not cfg.pretrained:
             # From scratch: every layer trains on the images, with augmentation.
             frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "train",
-                                        int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False))
+                                        int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False,
+                                        strategy=strategy))
             info["trainable_from"] = "all layers"
             val_probs = predict_proba(model, data["val"]["dataset"], cfg.tta)
         elif cfg.cache_features:
             val_probs = _train_cached(model, cfg, data, work, log_csv, frames, info)
         else:
-            val_probs = _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info)
+            val_probs = _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info,
+                                                strategy)
     history = pd.concat(frames, ignore_index=True)
     return TrainResult(model, history, weights, val_probs, info)
 
@@ -383,14 +429,16 @@ def _train_cached(model, cfg, data, work, log_csv, frames, info) -> np.ndarray:
     return val_probs
 
 
-def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info) -> np.ndarray:
+def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info,
+                            strategy=None) -> np.ndarray:
     """Pretrained backbone trained on images (augmentation active): frozen, then optionally fine-tuned."""
     lower, _ = tf_model.split_at(model, "head_dropout")
     frozen = {id(layer) for layer in lower.layers}
     for layer in model.layers:
         layer.trainable = id(layer) not in frozen
     frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "head",
-                                int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False))
+                                int(cfg.epochs), cfg.learning_rate, loss, class_weight, work, log_csv, False,
+                                strategy=strategy))
     info["trainable_from"] = "head_dropout"
     if int(cfg.fine_tune_epochs) > 0:
         cut_layer = tf_model.fine_tune_layer(cfg.backbone, cfg.fine_tune_at)
@@ -401,7 +449,7 @@ def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv,
         _freeze_batchnorm(model)
         frames.append(_fit_datasets(model, data["train"]["dataset"], data["val"]["dataset"], cfg, "fine_tune",
                                     int(cfg.fine_tune_epochs), cfg.fine_tune_learning_rate, loss, class_weight,
-                                    work, log_csv, True, initial_epoch=len(frames[-1])))
+                                    work, log_csv, True, initial_epoch=len(frames[-1]), strategy=strategy))
         info["trainable_from"] = cut_layer
     return predict_proba(model, data["val"]["dataset"], cfg.tta)
 

@@ -116,21 +116,19 @@ def fit_recalibration(checkpoint: str | Path, manifest: pd.DataFrame, *, batch_s
     return params
 
 
-def summary_table(results: dict, reports: dict) -> pd.DataFrame:
+def summary_table(entries: dict[str, dict]) -> pd.DataFrame:
     """One row per run: architecture, scheduler, best epoch, best validation loss and test figures with intervals.
 
     Args:
-        results: ``{run: TrainResult}`` from :func:`xraylib.torch_train.train_all`.
-        reports: ``{run: report}`` from :func:`evaluate_split` on the test split.
+        entries: ``{run: entry}``, each :func:`run_entry` (the runs of ``multiclass.json``).
     """
     rows = []
-    for name, result in results.items():
-        report = reports[name]
-        row = {"run": name, "arch": result.config.arch, "step_lr": bool(result.config.step_lr),
-               "epochs": int(result.history["epoch"].max()), "best_epoch": result.best_epoch,
-               "best_val_loss": round(float(result.best_val_loss), 4)}
+    for name, entry in entries.items():
+        test = entry["test"]
+        row = {"run": name, "arch": entry["arch"], "step_lr": entry["step_lr"], "epochs": entry["epochs"],
+               "best_epoch": entry["best_epoch"], "best_val_loss": round(float(entry["best_val_loss"]), 4)}
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr"):
-            row[f"test_{key}"] = evaluation.format_ci(report.get(key), report.get(f"{key}_ci"))
+            row[f"test_{key}"] = evaluation.format_ci(test.get(key), test.get(f"{key}_ci"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -138,32 +136,40 @@ def summary_table(results: dict, reports: dict) -> pd.DataFrame:
 TEST_KEYS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc_ovr", "ece", "brier")
 
 
-def study_metrics(results: dict, reports: dict, class_names: Sequence[str], *, synthetic: bool | None = None,
-                  seeds: dict | None = None, comparisons: pd.DataFrame | None = None) -> dict:
+def run_entry(result, report: dict, seeds: dict | None = None) -> dict:
+    """One run's entry in ``multiclass.json``: what training chose and the test figures, each with its ``_ci``.
+
+    Args:
+        result: the run's :class:`xraylib.torch_train.TrainResult`.
+        report: :func:`evaluate_split` on the test split.
+        seeds: the run's block of :func:`seed_summary` when it was trained with further seeds.
+    """
+    test = {k: report[k] for k in TEST_KEYS if k in report}
+    test.update({f"{k}_ci": report[f"{k}_ci"] for k in TEST_KEYS if f"{k}_ci" in report})
+    test.update({k: report[k] for k in ("per_class", "confusion_matrix", "bootstrap", "calibration") if k in report})
+    entry = {
+        "arch": result.config.arch,
+        "step_lr": bool(result.config.step_lr),
+        "epochs": int(result.history["epoch"].max()),
+        "best_epoch": int(result.best_epoch),
+        "best_val_loss": float(result.best_val_loss),
+        "final_val_accuracy": float(result.history["val_accuracy"].iloc[-1]),
+        "test": test,
+    }
+    if seeds:
+        entry["seeds"] = seeds
+    return entry
+
+
+def study_metrics(entries: dict[str, dict], class_names: Sequence[str], *, synthetic: bool | None = None,
+                  comparisons: pd.DataFrame | None = None) -> dict:
     """The metrics document of the study (``reports/metrics/multiclass.json``).
 
-    Every test figure carries its ``_ci``; ``seeds`` (:func:`seed_summary`) and the paired
-    ``comparisons`` between runs (:func:`xraylib.evaluation.compare_runs`) are added when given.
+    Args:
+        entries: ``{run: entry}`` (:func:`run_entry`), in the order of ``train_multiclass.runs``.
+        comparisons: the paired comparisons between runs (:func:`xraylib.evaluation.compare_runs`).
     """
-    runs = {}
-    for name, result in results.items():
-        report = reports[name]
-        test = {k: report[k] for k in TEST_KEYS if k in report}
-        test.update({f"{k}_ci": report[f"{k}_ci"] for k in TEST_KEYS if f"{k}_ci" in report})
-        test.update({k: report[k] for k in ("per_class", "confusion_matrix", "bootstrap", "calibration")
-                     if k in report})
-        runs[name] = {
-            "arch": result.config.arch,
-            "step_lr": bool(result.config.step_lr),
-            "epochs": int(result.history["epoch"].max()),
-            "best_epoch": int(result.best_epoch),
-            "best_val_loss": float(result.best_val_loss),
-            "final_val_accuracy": float(result.history["val_accuracy"].iloc[-1]),
-            "test": test,
-        }
-        if seeds and name in seeds:
-            runs[name]["seeds"] = seeds[name]
-    document = {"classes": list(class_names), "runs": runs}
+    document = {"classes": list(class_names), "runs": dict(entries)}
     if comparisons is not None and len(comparisons):
         document["comparisons"] = comparisons.to_dict(orient="records")
     if synthetic is not None:

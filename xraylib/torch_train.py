@@ -60,7 +60,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,8 +78,8 @@ CHECKPOINT_FORMAT = "xraylib-torch-classifier-1"
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 # train_multiclass keys that are not settings of a single run.
 STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_batch_size", "n_resamples", "seeds",
-              "recalibration", "runs", "run_names")
-RUN_KEYS = ("name", "arch", "step_lr")  # keys of each train_multiclass.runs entry
+              "recalibration", "runs")
+RUN_KEYS = ("arch", "step_lr")  # required keys of each train_multiclass.runs entry (its name is the key)
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
 DATA_KEYS = ("resize", "equalize")  # from the shared data section
 
@@ -188,10 +188,10 @@ class TrainResult:
         return (self.checkpoint_dir or self.out_dir) / "last.pt"
 
 
-def _dotted(key: str, index: int) -> str:
+def _dotted(key: str, name: str) -> str:
     """Where a RunConfig field comes from in params.yaml, as a dotted key."""
     if key in RUN_KEYS:
-        return f"train_multiclass.runs[{index}].{key}"
+        return f"train_multiclass.runs.{name}.{key}"
     if key in DATA_KEYS:
         return f"data.{key}"
     return "seed" if key == "seed" else f"train_multiclass.{key}"
@@ -202,48 +202,47 @@ def _closest(key: str, choices: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(choices))}"
 
 
-def build_configs(runs: Sequence[dict], run_names: Sequence[str] | None = None, **common) -> list[RunConfig]:
-    """Turn ``train_multiclass.runs`` (a list of ``{name, arch, step_lr}``) into :class:`RunConfig` objects.
+def build_configs(runs: Mapping[str, dict], names: Sequence[str] | None = None, **common) -> list[RunConfig]:
+    """Turn ``train_multiclass.runs`` (a mapping ``{run name: {arch, step_lr, ...}}``) into :class:`RunConfig` objects.
 
     Args:
-        runs: run entries; ``name`` and ``arch`` are required, any other key overrides ``common``.
-        run_names: names to keep, in the order of ``runs``; empty or ``None`` keeps all.
+        runs: run entries by name; ``arch`` and ``step_lr`` are required, any other key overrides ``common``.
+        names: runs to keep, in the order of ``runs`` (``xraylib train-multiclass --only``); empty or ``None``
+            keeps all.
         **common: the shared settings, all of them (:func:`shared_settings` gives them from
             params.yaml; a caller overrides what it changes, e.g. ``epochs``).
 
     Raises:
-        ValueError: a run without name/arch, duplicate names, unknown names in ``run_names``,
-            an unknown setting (with the closest valid key) or a missing one (named as its
-            dotted params.yaml key).
+        ValueError: not a mapping of mappings, unknown ``names``, an unknown setting (with the closest valid key) or a
+            missing one (named as its dotted params.yaml key).
     """
     allowed = [f.name for f in dataclasses.fields(RunConfig)]
     unknown = [key for key in common if key not in allowed]
     if unknown:
         raise ValueError("\n".join(f"train_multiclass.{key}: unknown key; {_closest(key, allowed)}"
                                     for key in unknown))
-    names = []
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"train_multiclass.runs must be a mapping of run name -> settings, got {runs!r}")
     configs = []
-    for i, entry in enumerate(runs):
-        if not isinstance(entry, dict) or entry.get("name") is None or entry.get("arch") is None:
-            raise ValueError(f"train_multiclass.runs[{i}] must be a mapping with 'name' and 'arch', got {entry!r}")
+    for name, entry in runs.items():
+        if not isinstance(entry, Mapping) or entry.get("arch") is None:
+            raise ValueError(f"train_multiclass.runs.{name} must be a mapping with 'arch' and 'step_lr', got {entry!r}")
         # A per-run key set to null (the schema allows it for learning_rate) means the shared value.
         entry = {k: v for k, v in entry.items() if v is not None}
-        extra = [key for key in entry if key not in allowed]
+        extra = [key for key in entry if key not in allowed or key == "name"]
         if extra:
-            raise ValueError("\n".join(f"train_multiclass.runs[{i}].{key}: unknown key; {_closest(key, allowed)}"
+            raise ValueError("\n".join(f"train_multiclass.runs.{name}.{key}: unknown key; {_closest(key, allowed)}"
                                         for key in extra))
-        if entry["name"] in names:
-            raise ValueError(f"train_multiclass.runs: duplicate run name {entry['name']!r}")
-        values = {**common, **entry}
+        values = {**common, **entry, "name": str(name)}
         missing = [key for key in allowed if key not in values]
         if missing:
-            raise ValueError("\n".join(f"{_dotted(key, i)}: missing (params.yaml must define it)" for key in missing))
-        names.append(entry["name"])
+            raise ValueError("\n".join(f"{_dotted(key, name)}: missing (params.yaml must define it)"
+                                        for key in missing))
         configs.append(RunConfig(**values))
-    wanted = list(run_names or [])
-    missing_names = [n for n in wanted if n not in names]
+    wanted = list(names or [])
+    missing_names = [n for n in wanted if n not in runs]
     if missing_names:
-        raise ValueError(f"train_multiclass.run_names {missing_names} are not in train_multiclass.runs {names}")
+        raise ValueError(f"runs {missing_names} are not in train_multiclass.runs {list(runs)}")
     return [c for c in configs if not wanted or c.name in wanted]
 
 
@@ -258,10 +257,9 @@ def shared_settings(params: dict) -> dict:
     return {**settings, **{key: data_spec[key] for key in DATA_KEYS}, "seed": params["seed"]}
 
 
-def configs_from_params(params: dict) -> list[RunConfig]:
+def configs_from_params(params: dict, names: Sequence[str] | None = None) -> list[RunConfig]:
     """:func:`build_configs` from a whole params dict (``train_multiclass``, ``data`` and ``seed``)."""
-    spec = config.section(params, "train_multiclass")
-    return build_configs(spec["runs"], spec["run_names"], **shared_settings(params))
+    return build_configs(config.section(params, "train_multiclass")["runs"], names, **shared_settings(params))
 
 
 def settings_table(configs: Sequence[RunConfig]) -> pd.DataFrame:
@@ -619,6 +617,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
                    "threads": torch.get_num_threads()}
     history: list[dict] = []
     best_val, best_epoch, start = float("inf"), 0, 1
+    seconds_before = 0.0  # training time of the epochs a resumed run restores (last.pt keeps the total)
     last_path, best_path, best_copy = ckpt_dir / "last.pt", out_dir / "best.pt", ckpt_dir / "best.pt"
     state = _load_resume_state(last_path, cfg.name) if resume and last_path.is_file() else None
     if state is not None:
@@ -631,6 +630,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             restore_rng_state(state["rng"], generator)
             history = list(state["history"])
             best_val, best_epoch, start = state["best_val_loss"], state["best_epoch"], state["epoch"] + 1
+            seconds_before = float(state.get("train_seconds", 0.0))
             if best_copy != best_path:
                 _copy_atomic(best_copy, best_path)
             done = "finished; reloaded" if state["epoch"] == cfg.epochs else f"resuming after epoch {state['epoch']}"
@@ -688,6 +688,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
             "scaler_state": scaler.state_dict(), "rng": rng_state(generator), "history": history,
             "best_val_loss": best_val, "best_epoch": best_epoch, "fingerprint": fingerprint,
+            "train_seconds": seconds_before + time.perf_counter() - started,
         }, last_path)
         frame = pd.DataFrame(history)[HISTORY_COLUMNS]
         outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
@@ -700,7 +701,10 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     frame = pd.DataFrame(history)[HISTORY_COLUMNS]
     if ctx.is_main:
         outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
-    timing = {"epochs_trained": cfg.epochs - resumed_from, "train_seconds": round(time.perf_counter() - started, 1),
+    elapsed = time.perf_counter() - started
+    # train_seconds: this call (0 for a finished run reloaded); train_seconds_total: every epoch, resumed ones included
+    timing = {"epochs_trained": cfg.epochs - resumed_from, "train_seconds": round(elapsed, 1),
+              "train_seconds_total": round(seconds_before + elapsed, 1),
               "threads": torch.get_num_threads()}
     return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, extra=timing,
                        checkpoint_dir=ckpt_dir)

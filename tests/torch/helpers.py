@@ -26,4 +26,4 @@ def run_config(name: str, arch: str, *, step_lr: bool = False, **overrides):
     from xraylib import torch_train
 
     settings = {**torch_train.shared_settings(study_params()), **overrides}
-    return torch_train.build_configs([{"name": name, "arch": arch, "step_lr": step_lr}], **settings)[0]
+    return torch_train.build_configs({name: {"arch": arch, "step_lr": step_lr}}, **settings)[0]

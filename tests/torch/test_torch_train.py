@@ -57,39 +57,42 @@ def test_params_define_the_six_original_runs():
 
 def test_build_configs_selects_and_validates():
     shared = torch_train.shared_settings(study_params())
-    runs = [{"name": "a", "arch": "resnet18", "step_lr": False}, {"name": "b", "arch": "squeezenet", "step_lr": True}]
+    runs = {"a": {"arch": "resnet18", "step_lr": False}, "b": {"arch": "squeezenet", "step_lr": True}}
     assert [c.name for c in build_configs(runs, ["b"], **{**shared, "epochs": 2})] == ["b"]
     assert build_configs(runs, [], **{**shared, "epochs": 2})[1].step_lr is True
-    with pytest.raises(ValueError, match=r"run_names \['c'\] are not in"):
+    assert [c.name for c in build_configs(runs, **shared)] == ["a", "b"]  # the name is the key
+    with pytest.raises(ValueError, match=r"runs \['c'\] are not in train_multiclass.runs \['a', 'b'\]"):
         build_configs(runs, ["c"], **shared)
-    with pytest.raises(ValueError, match="duplicate run name 'a'"):
-        build_configs(runs + [{"name": "a", "arch": "resnet50", "step_lr": False}], **shared)
-    with pytest.raises(ValueError, match="must be a mapping with 'name' and 'arch'"):
-        build_configs([{"arch": "resnet18"}], **shared)
+    with pytest.raises(ValueError, match="must be a mapping of run name -> settings"):
+        build_configs([{"name": "a", "arch": "resnet18", "step_lr": False}], **shared)
+    with pytest.raises(ValueError, match=r"runs\.x must be a mapping with 'arch' and 'step_lr'"):
+        build_configs({"x": {"step_lr": False}}, **shared)
+    with pytest.raises(ValueError, match=r"runs\.a\.name: unknown key"):  # the key names the run, nothing else
+        build_configs({"a": {"name": "b", "arch": "resnet18", "step_lr": False}}, **shared)
     with pytest.raises(ValueError, match="write 0.0001, not 1e-4"):
         build_configs(runs, **{**shared, "learning_rate": "1e-4"})
     with pytest.raises(ValueError, match="architecture must be one of"):
-        build_configs([{"name": "v", "arch": "vgg16", "step_lr": False}], **shared)
+        build_configs({"v": {"arch": "vgg16", "step_lr": False}}, **shared)
 
 
 def test_configs_from_params_are_params_yaml_exactly():
     params = study_params()
     spec, data_spec = params["train_multiclass"], params["data"]
     configs = torch_train.configs_from_params(params)
-    assert [c.name for c in configs] == [run["name"] for run in spec["runs"]]
+    assert [c.name for c in configs] == list(spec["runs"])
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    for cfg, run in zip(configs, spec["runs"]):
+    for cfg, (name, run) in zip(configs, spec["runs"].items()):
         expected = {**{k: v for k, v in spec.items() if k in fields}, "resize": data_spec["resize"],
-                    "equalize": data_spec["equalize"], "seed": params["seed"], **run}
+                    "equalize": data_spec["equalize"], "seed": params["seed"], **run, "name": name}
         assert dataclasses.asdict(cfg) == expected
         assert {k: type(v) for k, v in dataclasses.asdict(cfg).items()} == {k: type(v) for k, v in expected.items()}
     # Every train_multiclass key is a run setting or a declared study key: none is dropped unseen.
     assert set(schema.section_keys("train_multiclass")) == (fields - {"name", "arch", "step_lr", "resize",
                                                                       "equalize", "seed"}) | set(torch_train.STUDY_KEYS)
     assert set(schema.section_keys("train_multiclass.runs")) <= fields
-    # run_names selects, in the order of runs.
-    params["train_multiclass"]["run_names"] = ["resnet18", "densenet121"]
-    assert [c.name for c in torch_train.configs_from_params(params)] == ["densenet121", "resnet18"]
+    # names select, in the order of runs (xraylib train-multiclass --only).
+    assert [c.name for c in torch_train.configs_from_params(params, ["resnet18", "densenet121"])] == [
+        "densenet121", "resnet18"]
 
 
 def test_unknown_and_missing_settings_name_the_dotted_key():
@@ -100,10 +103,10 @@ def test_unknown_and_missing_settings_name_the_dotted_key():
         build_configs(runs, **{**shared, "epoch": 3})
     with pytest.raises(ValueError, match=r"train_multiclass\.optimizer: unknown key; valid keys: "):
         build_configs(runs, **{**shared, "optimizer": "sgd"})
-    with pytest.raises(ValueError, match=r"train_multiclass\.runs\[1\]\.steplr: unknown key; did you mean 'step_lr'"):
-        build_configs([runs[0], {"name": "b", "arch": "resnet18", "steplr": True}], **shared)
-    with pytest.raises(ValueError, match=r"train_multiclass\.runs\[0\]\.step_lr: missing"):
-        build_configs([{"name": "a", "arch": "resnet18"}], **shared)
+    with pytest.raises(ValueError, match=r"train_multiclass\.runs\.b\.steplr: unknown key; did you mean 'step_lr'"):
+        build_configs({**runs, "b": {"arch": "resnet18", "steplr": True}}, **shared)
+    with pytest.raises(ValueError, match=r"train_multiclass\.runs\.a\.step_lr: missing"):
+        build_configs({"a": {"arch": "resnet18"}}, **shared)
     without = {k: v for k, v in shared.items() if k not in ("gamma", "equalize", "seed")}
     with pytest.raises(ValueError) as info:
         build_configs(runs, **without)
@@ -221,7 +224,7 @@ def test_notebook_route_trains_on_any_manifest_folder_outside_the_project_output
     project_metrics = config.METRICS_DIR / "multiclass.json"
     before = project_metrics.read_bytes() if project_metrics.is_file() else None
     overrides = {"manifest_dir": str(manifest_dir), "image_size": 32, "epochs": 1, "num_workers": 0, "batch_size": 6,
-                 "n_resamples": 20, "run_names": "[squeezenet]"}
+                 "n_resamples": 20, "runs": "{squeezenet: {arch: squeezenet, step_lr: false}}"}
     argv = [arg for key, value in overrides.items() for arg in ("--set", f"train_multiclass.{key}={value}")]
     out = tmp_path / "out"
     assert cli.main([*argv, "notebook", "train_multiclass", "--out", str(out), "--quiet"]) == 0
@@ -349,13 +352,13 @@ def test_recipe_options_are_checked(overrides, message):
 
 def test_schema_takes_per_run_settings_and_checks_progressive_sizes():
     params = study_params()
-    runs = [{"name": "e", "arch": "efficientnet_lite0", "step_lr": False, "weights": "imagenet", "image_size": 160,
-             "epochs": 3, "lr_schedule": "onecycle", "progressive_resizing": [128]}]
+    runs = {"e": {"arch": "efficientnet_lite0", "step_lr": False, "weights": "imagenet", "image_size": 160,
+                  "epochs": 3, "lr_schedule": "onecycle", "progressive_resizing": [128]}}
     changed = schema.apply_overrides(params, {"train_multiclass.runs": runs})
     schema.validate_params(changed)
     cfg = torch_train.configs_from_params(changed)[0]
     assert (cfg.arch, cfg.weights, cfg.image_size, cfg.epochs, cfg.progressive_resizing) == \
         ("efficientnet_lite0", "imagenet", 160, 3, [128])
-    bad = [{**runs[0], "progressive_resizing": [96, 128, 144]}]
-    with pytest.raises(ValueError, match=r"runs\[0\]\.progressive_resizing: expected fewer sizes than the run's 3"):
+    bad = {"e": {**runs["e"], "progressive_resizing": [96, 128, 144]}}
+    with pytest.raises(ValueError, match=r"runs\.e\.progressive_resizing: expected fewer sizes than the run's 3"):
         schema.validate_params(schema.apply_overrides(params, {"train_multiclass.runs": bad}))

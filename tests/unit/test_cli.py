@@ -101,6 +101,24 @@ def test_exp_dry_run_prints_every_profile_key(project, capsys, monkeypatch):
     assert "only for `xraylib exp`" in capsys.readouterr().err
 
 
+def test_a_profiles_runs_replace_the_runs_of_params_yaml(project, capsys, tmp_path):
+    """`-S train_multiclass.runs={...}` would merge into the six runs (one DVC stage each); xraylib exp deletes them
+    first. Checked with DVC's own override code on a copy of params.yaml."""
+    from dvc.utils.hydra import apply_overrides
+
+    assert cli.main(["exp", "kermany3_cpu", "--dry-run"]) == 0
+    command = capsys.readouterr().out.strip()
+    head, *settings = command.split(" -S ")
+    assert settings.index("~train_multiclass.runs") + 1 == settings.index(
+        next(s for s in settings if s.startswith("+train_multiclass.runs=")))
+    params = tmp_path / "params.yaml"
+    params.write_text((project / "params.yaml").read_text())
+    apply_overrides(str(params), settings)
+    runs = yaml.safe_load(params.read_text())["train_multiclass"]["runs"]
+    assert runs == yaml.safe_load((project / "profiles" / "kermany3_cpu.yaml").read_text())["train_multiclass"]["runs"]
+    assert list(runs) == ["resnet18"]
+
+
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml")))
 def test_every_profile_setting_parses_as_dvc_exp_run_reads_it(profile):
     """`dvc exp run -S` reads values with Hydra's override grammar (quoted mapping keys are refused there)."""

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = Path(sys.executable).parent / "dvc"
@@ -31,7 +30,8 @@ def stale_entries(status: dict, outputs: set[str]) -> list[str]:
             for path, state in (change.get("changed deps") or {}).items():
                 if isinstance(state, dict):  # params.yaml: {key: modified}
                     problems += [f"{stage}: parameter {key} {how}" for key, how in state.items()]
-                elif not (state == "deleted" and any(path == o or path.startswith(o + "/") for o in outputs)):
+                elif not (state == "deleted" and any(path == o or path.startswith(o + "/") or o.startswith(path + "/")
+                                                     for o in outputs)):  # an output, inside one, or holding some
                     problems.append(f"{stage}: dependency {path} {state}")
     return problems
 
@@ -44,13 +44,17 @@ def test_stale_entries_reads_dvc_status():
         "train_binary: dependency xraylib/tf_train.py modified",
         "train_binary: parameter train_binary.epochs modified", "train_binary: changed command"]
     assert stale_entries({"explore": [{"changed outs": {"reports/figures/explore": "deleted"}}]}, set()) == []
+    # a stage that depends on a folder of other stages' outputs (models/multiclass: one folder per run's stage)
+    status = {"gradcam": [{"changed deps": {"models/multiclass": "deleted", "models/other": "deleted"}}]}
+    assert stale_entries(status, {"models/multiclass/resnet18"}) == ["gradcam: dependency models/other deleted"]
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists() or not DVC.exists(), reason="needs a git checkout and dvc")
 def test_dvc_lock_matches_the_committed_code():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    outputs = {next(iter(o)) if isinstance(o, dict) else o
-               for spec in stages.values() for key in ("outs", "metrics", "plots") for o in spec.get(key, [])}
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:  # the stages as DVC resolves them: foreach stages (train_run@<run>) expanded
+        outputs = {out.def_path for stage in repo.index.stages for out in stage.outs}
     done = subprocess.run([str(DVC), "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     problems = stale_entries(json.loads(done.stdout or "{}"), outputs)

@@ -42,7 +42,7 @@ def problems_of(raw: dict) -> list[str]:
 def test_params_yaml_validates(raw):
     params = schema.validate_params(raw)
     assert isinstance(params, schema.Params)
-    assert params.train_multiclass.runs[0].name == raw["train_multiclass"]["runs"][0]["name"]
+    assert list(params.train_multiclass.runs) == list(raw["train_multiclass"]["runs"])  # keyed by name, in order
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
@@ -86,8 +86,8 @@ CASES = {
     "lr_1e-4": (lambda r: _yaml_value(r, "train_binary", "learning_rate", "1e-4"),
                 "train_binary.learning_rate: expected a number > 0, got '1e-4' "
                 "(a string: YAML reads 1e-4 as text; write 0.0001)"),
-    "unknown_arch": (lambda r: r["train_multiclass"]["runs"][2].update(arch="vgg16"),
-                     f"train_multiclass.runs[2].arch: expected one of {ARCHS}, got 'vgg16'"),
+    "unknown_arch": (lambda r: r["train_multiclass"]["runs"]["resnet18"].update(arch="vgg16"),
+                     f"train_multiclass.runs.resnet18.arch: expected one of {ARCHS}, got 'vgg16'"),
     "float_for_int": (lambda r: _yaml_value(r, "train_binary", "epochs", "3.5"),
                       "train_binary.epochs: expected an integer >= 1, got 3.5 (not a whole number)"),
     "bool_for_int": (lambda r: _yaml_value(r, "gradcam", "batch_size", "true"),
@@ -102,10 +102,17 @@ CASES = {
                         "train_binery: unknown key; did you mean 'train_binary'?"),
     "backbone_min_size": (lambda r: r["train_binary"].update(backbone="xception", weights="imagenet"),
                           "train_binary.image_size: expected an integer >= 71 for backbone 'xception', got 64"),
-    "unknown_run_name": (lambda r: r["train_multiclass"].update(run_names=["resnet"]),
-                         "train_multiclass.run_names: expected names from train_multiclass.runs "
-                         "['densenet121', 'densenet121_steplr', 'resnet18', 'resnet18_steplr', 'resnet50', "
-                         "'squeezenet'], got unknown ['resnet']"),
+    "bad_run_name": (lambda r: r["train_multiclass"]["runs"].update({"resnet 18": {"arch": "resnet18",
+                                                                                     "step_lr": False}}),
+                     "train_multiclass.runs.resnet 18: expected a folder-safe name (letters, digits, '_', '.', '-'), "
+                     "got 'resnet 18'"),
+    "run_typo": (lambda r: r["train_multiclass"]["runs"]["resnet50"].update(step_lf=True),
+                 "train_multiclass.runs.resnet50.step_lf: unknown key; did you mean 'step_lr'?"),
+    "no_runs": (lambda r: r["train_multiclass"].update(runs={}),
+                "train_multiclass.runs: expected a non-empty mapping of run name -> {arch, step_lr, ...}, got {}"),
+    "runs_as_list": (lambda r: r["train_multiclass"].update(runs=[{"arch": "resnet18", "step_lr": False}]),
+                     "train_multiclass.runs: expected a non-empty mapping of run name -> {arch, step_lr, ...}, "
+                     "got [{'arch': 'resnet18', 'step_lr': False}]"),
 }
 
 
@@ -126,7 +133,7 @@ def test_valid_variants_pass(raw):
     raw["train_binary"]["equalize_override"] = "none"  # a choice, distinct from null (= data.equalize)
     raw["train_multiclass"]["device"] = "cuda:1"
     raw["train_multiclass"]["learning_rate"] = 1  # an int where a number is asked
-    raw["train_multiclass"]["run_names"] = ["resnet18"]
+    raw["train_multiclass"]["runs"] = {"only.one-run_2": {"arch": "resnet18", "step_lr": False, "epochs": 2}}
     params = schema.validate_params(raw)
     assert params.train_multiclass.learning_rate == 1.0
 
@@ -149,11 +156,19 @@ def test_apply_overrides_sets_copies_and_rejects_unknown_keys(raw):
         "  trian_binary.epochs: unknown key; did you mean 'train_binary.epochs'?",
         "  seed.x: unknown key; 'seed' is a single value, not a section (set it whole)",
     ]
+    # One run's setting, as `dvc exp run -S train_multiclass.runs.resnet18.epochs=3` changes it; any run name
+    changed = schema.apply_overrides(raw, {"train_multiclass.runs.resnet18.epochs": 3})
+    before_run = raw["train_multiclass"]["runs"]["resnet18"]
+    assert changed["train_multiclass"]["runs"]["resnet18"] == {**before_run, "epochs": 3}
+    schema.validate_params(changed)
+    with pytest.raises(ValueError, match=r"train_multiclass\.runs\.resnet18\.epoch: unknown key; did you mean "
+                                         r"'train_multiclass\.runs\.resnet18\.epochs'"):
+        schema.apply_overrides(raw, {"train_multiclass.runs.resnet18.epoch": 3})
 
 
 def test_parse_override_reads_the_value_as_yaml():
-    assert schema.parse_override("train_multiclass.run_names=[resnet18]") == ("train_multiclass.run_names",
-                                                                               ["resnet18"])
+    assert schema.parse_override("train_multiclass.runs.resnet18.epochs=3") == ("train_multiclass.runs.resnet18.epochs",
+                                                                                 3)
     assert schema.parse_override("train_binary.learning_rate=1e-4") == ("train_binary.learning_rate", "1e-4")
     with pytest.raises(ValueError, match="expected key=value"):
         schema.parse_override("train_binary.epochs")
@@ -162,12 +177,14 @@ def test_parse_override_reads_the_value_as_yaml():
 def test_flatten_and_section_keys(raw):
     flat = schema.flatten(schema.validate_params(raw))
     assert flat["data.binary.source"] == raw["data"]["binary"]["source"]
-    assert isinstance(flat["train_multiclass.runs"], list)
+    # a profile's runs replace every run: the mapping stays whole (xraylib exp passes ~key then +key=value)
+    assert flat["train_multiclass.runs"]["resnet18"]["arch"] == "resnet18"
+    assert schema.is_named_mapping("train_multiclass.runs") and not schema.is_named_mapping("train_multiclass")
     for name in schema.Params.model_fields:
         if isinstance(raw[name], dict):
             assert schema.section_keys(name) == list(raw[name]), f"{name}: schema order differs from params.yaml"
     assert schema.section_keys("train_multiclass.runs") == [
-        "name", "arch", "step_lr", "learning_rate", "weights", "image_size", "epochs", "batch_size", "lr_schedule",
+        "arch", "step_lr", "learning_rate", "weights", "image_size", "epochs", "batch_size", "lr_schedule",
         "label_smoothing", "augment", "precise_bn", "channels_last", "cpu_bfloat16", "progressive_resizing"]
     with pytest.raises(KeyError, match="did you mean 'train_binary'"):
         schema.section_keys("train_binery")

@@ -83,7 +83,7 @@ def _keys(params: dict, *sections: str) -> set[str]:
         if name == "":
             keys |= {k for k, v in params.items() if not isinstance(v, dict)}
         elif name == "train_multiclass.runs":
-            keys |= {k for run in params["train_multiclass"]["runs"] for k in run}
+            keys |= {k for run in params["train_multiclass"]["runs"].values() for k in run} | {"name"}  # the key
         else:
             keys |= set(config.section(params, name))
     return keys
