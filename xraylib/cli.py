@@ -132,9 +132,9 @@ def notebook_parameters(stage: str, params: dict, notebook: Path) -> dict:
 def _exit_with_caller(poll_seconds: float = 1.0) -> None:
     """End this process when the process that started it (or that one's parent) is gone.
 
-    ``dvc repro`` runs a stage as ``dvc -> sh -c -> xraylib notebook``; when ``dvc``
-    is killed, the shell and this process would otherwise run on and keep writing
-    outputs. The notebook kernel watches this process in turn (ipykernel's parent
+    ``dvc repro`` runs a stage as ``dvc -> sh -c -> xraylib notebook`` (or ``xraylib train-run``); when
+    ``dvc`` is killed, the shell and this process would otherwise run on and keep writing
+    outputs (a run stage would finish training, and the next ``dvc repro`` reload it instead of resuming). The notebook kernel watches this process in turn (ipykernel's parent
     poller, ``JPY_PARENT_PID``), so killing ``dvc`` leaves no orphan writer.
     """
     import os
@@ -385,6 +385,7 @@ def cmd_train_run(args: argparse.Namespace) -> int:
     params = load_params(args)
     section = config.section(params, "train_multiclass")
     cfg, = torch_train.configs_from_params(params, [args.name])
+    _exit_with_caller()  # killing dvc ends this stage (its loader workers follow their parent)
     manifest = data.load_manifest("multiclass", section["manifest_dir"])
     summary = data.load_summary("multiclass", section["manifest_dir"])
     outcome = torch_runs.run(cfg, manifest, section["model_dir"], torch_runs.Evaluation.from_params(params),
