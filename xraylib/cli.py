@@ -350,8 +350,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_train_multiclass(args: argparse.Namespace) -> int:
     """Train the multi-class runs of params.yaml outside the notebook: one process, or one per device under
-    ``torchrun`` (:mod:`xraylib.torch_distributed`). Finished runs land where notebook 04 looks for them (its
-    ``checkpoint_dir``), so ``dvc repro`` afterwards reloads them and evaluates."""
+    ``torchrun`` (:mod:`xraylib.torch_distributed`). Finished runs land where the run stages look for them
+    (``checkpoint_dir``), so ``dvc repro`` afterwards reloads them (``train_run@<run>``) and evaluates."""
     from xraylib import data, torch_distributed, torch_train
 
     params = load_params(args)
