@@ -133,8 +133,9 @@ def _exit_with_caller(poll_seconds: float = 1.0) -> None:
     """End this process when the process that started it (or that one's parent) is gone.
 
     ``dvc repro`` runs a stage as ``dvc -> sh -c -> xraylib notebook`` (or ``xraylib train-run``); when
-    ``dvc`` is killed, the shell and this process would otherwise run on and keep writing
-    outputs (a run stage would finish training, and the next ``dvc repro`` reload it instead of resuming). The notebook kernel watches this process in turn (ipykernel's parent
+    ``dvc`` is killed, the shell and this process would otherwise run on and keep writing outputs (a run
+    stage would finish training, and the next ``dvc repro`` reload it instead of resuming). The notebook
+    kernel watches this process in turn (ipykernel's parent
     poller, ``JPY_PARENT_PID``), so killing ``dvc`` leaves no orphan writer.
     """
     import os
@@ -358,9 +359,10 @@ def cmd_train_multiclass(args: argparse.Namespace) -> int:
     section = config.section(params, "train_multiclass")
     ctx = torch_distributed.init_from_env()
     try:
-        configs = torch_train.build_configs(section["runs"], args.only or None, **torch_train.shared_settings(params))
-        manifest = data.load_manifest("multiclass", args.manifest_dir or section["manifest_dir"])
-        summary = data.load_summary("multiclass", args.manifest_dir or section["manifest_dir"])
+        configs = torch_train.configs_from_params(params, args.only)
+        manifest_dir = args.manifest_dir or section["manifest_dir"]
+        manifest = data.load_manifest("multiclass", manifest_dir)
+        summary = data.load_summary("multiclass", manifest_dir)
         if ctx.is_main:
             print(f"training {len(configs)} run(s) in {ctx.world_size} process(es), global batch "
                   f"{configs[0].batch_size}" if configs else "no run selected", flush=True)
