@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,37 @@ def run_child(script: str | Path, spec: dict, timeout: float, label: str) -> dic
     return json.loads(found[-1][len(RESULT_MARK):])
 
 
+def interleaved(specs: dict, repeats: int, measure: Callable[[dict], dict]) -> list[dict]:
+    """Measure every variant ``repeats`` times, interleaved: repeat 1 runs ``specs`` in order, repeat 2 in reverse
+    order, and so on, so a slow drift of a shared machine (its epoch times swing by 2x between runs) falls on every
+    variant alike and each repeat's ratios compare neighbours in time. One ``{key: result}`` per repeat.
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    done = []
+    for k in range(repeats):
+        keys = list(specs) if k % 2 == 0 else list(reversed(list(specs)))
+        if repeats > 1:
+            print(f"repeat {k + 1} of {repeats}", flush=True)
+        done.append({key: measure(specs[key]) for key in keys})
+    return done
+
+
+def spread(rows: list[dict], by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Median and range over the repeats: one row per ``by`` group, ``<column>`` as ``median [min, max]``."""
+    frame = pd.DataFrame(rows)
+    table = []
+    for key, group in frame.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for column in columns:
+            values = pd.to_numeric(group[column], errors="coerce").dropna()
+            row[column] = (f"{values.median():.3g} [{values.min():.3g}, {values.max():.3g}]" if len(values) > 1
+                           else f"{values.iloc[0]:.3g}" if len(values) else "n/a")
+        row["repeats"] = len(group)
+        table.append(row)
+    return pd.DataFrame(table)
+
+
 def append_csv(path: str | Path, rows: list[dict]) -> Path:
     """Append ``rows`` to a CSV (header written when new).
 
@@ -94,10 +126,15 @@ def figure(result: dict, key: str = "images_per_s", digits: int = 1):
     return round(result[key], digits) if key in result else result.get("status", "failed")
 
 
-def finish(rows: list[dict], out: str, shown: list[str]) -> None:
-    """Print the table of ``rows`` (columns ``shown``) and append all columns to ``out``."""
+def finish(rows: list[dict], out: str, shown: list[str], by: list[str] | None = None,
+           summarised: list[str] | None = None) -> None:
+    """Print the table of ``rows`` (columns ``shown``), then, over repeats, the median and range of ``summarised``
+    per ``by`` group; append all columns to ``out``."""
     print()
     print(pd.DataFrame(rows)[shown].to_string(index=False))
+    if by and summarised and len(rows) > len(pd.DataFrame(rows).groupby(by, sort=False)):
+        print("\nmedian [min, max] over the repeats:")
+        print(spread(rows, by, summarised).to_string(index=False))
     print(f"\nappended {len(rows)} row(s) to {append_csv(out, rows)}")
 
 

@@ -11,9 +11,11 @@ the ratios:
               ``DataLoader`` with 2 workers, the textbook step). Same model (ResNet18 from scratch), image size
               (64), batch (20) and augmentation (horizontal flip); at 1 and 2 torch threads, and as each runs by
               default (the project: ``train_multiclass.num_threads``; the plain loop: torch's default). Target >= 1.0x.
-``pipeline``  the project's loader (``ManifestDataset`` + ``make_loader``, params.yaml's workers and sampler) against
-              pre-decoded in-memory tensors (``uint8`` converted, flipped and normalised per batch; or ``float32``
-              already normalised, flipped per batch), through the same ``train_one_epoch`` step. Target >= 0.9x.
+``pipeline``  the project's loader (``ManifestDataset`` + ``make_loader``, params.yaml's workers and sampler), with
+              the decoded images kept in memory as ``train_multiclass.image_cache_mb`` allows (``loader``) and
+              reading the files every epoch (``loader_files``), against pre-decoded in-memory tensors (``uint8``
+              converted, flipped and normalised per batch; or ``float32`` already normalised, flipped per batch),
+              through the same ``train_one_epoch`` step. Target >= 0.9x. ``decode_s``: the one-time decoding.
 ``settings``  training steps on a fixed random batch (as ``benchmarks/torch_cpu_recipe.py speed``): threads 1 / 2,
               channels-last, bfloat16 autocast, ``torch.compile`` (compile time timed apart; a failure is
               recorded as ``failed: <one line>``).
@@ -21,6 +23,11 @@ the ratios:
               store, 1 thread each, global batch 20; a 1-process 2-thread row for reference). On 2 cores little is to
               be gained: what it shows is the overhead, and that the ranks agree on every reduced figure (the
               1- and 2-process losses differ a little: CPU BatchNorm normalises each process's half batch).
+
+Repeats: ``loop`` and ``pipeline`` measure every variant ``--repeats`` times (default 3), interleaved (each repeat
+runs all variants, every other repeat in reverse order), write one row per repeat with the ratios within that repeat,
+and print the median and range of each figure over the repeats. On this 2-core VM the same measurement moves by up
+to 2x between runs; a single ratio says little.
 
 Timing: ``images_per_s`` counts the training steps after the first ``--warmup`` batches of the epoch (loader start-up,
 first allocations and oneDNN kernel choice excluded), images of those batches over the time from the end of batch
@@ -34,14 +41,14 @@ from the 4,249 files; the plain loop reads the same training files (``ImageFolde
 
 Real measurements (run from the repository root on a quiet machine; times on 2 cores)::
 
-    python benchmarks/throughput_torch.py loop        # about 5 min
-    python benchmarks/throughput_torch.py pipeline    # about 5 min
+    python benchmarks/throughput_torch.py loop        # about 15 min (3 repeats)
+    python benchmarks/throughput_torch.py pipeline    # about 20 min (3 repeats)
     python benchmarks/throughput_torch.py settings    # about 9 min (4 torch.compile runs, ~1.5 min compiling each)
     python benchmarks/throughput_torch.py gloo        # about 4 min
 
 Smoke test (seconds)::
 
-    python benchmarks/throughput_torch.py loop --images 64 --val-images 16 --warmup 1 --out /tmp/tp_loop.csv
+    python benchmarks/throughput_torch.py loop --images 64 --val-images 16 --warmup 1 --repeats 2 --out /tmp/tp_loop.csv
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ SETTINGS = {  # name -> (channels-last, bfloat16 autocast, torch.compile)
     "compile": (False, False, True),
     "compile_channels_last": (True, False, True),
 }
+PIPELINE_VARIANTS = ("memory_float", "memory_uint8", "loader", "loader_files")
+LOADERS = ("loader", "loader_files")  # the project's loader with the decoded images kept (params.yaml) or read anew
 GLOO_VARIANTS = {"1proc_1thread": (1, 1), "1proc_2threads": (1, 2), "2procs_1thread": (2, 1)}  # (processes, threads)
 
 
@@ -140,8 +149,9 @@ def _project_config(spec: dict, threads: int | None):
                  "weights": "none", "device": "cpu", "augment": "flip", "progressive_resizing": []}
     if threads is not None:
         overrides["num_threads"] = threads
-    if spec.get("num_workers") is not None:
-        overrides["num_workers"] = spec["num_workers"]
+    for key in ("num_workers", "image_cache_mb"):
+        if spec.get(key) is not None:
+            overrides[key] = spec[key]
     settings = {**torch_train.shared_settings(config.load_params()), **overrides}
     return torch_train.build_configs({"throughput": {"arch": spec["arch"], "step_lr": False}}, **settings)[0]
 
@@ -160,7 +170,7 @@ def _train_project(spec: dict, out_dir: str, world_size: int = 1) -> dict:
                                on_batch_end=lambda epoch, index: stamps.append(time.perf_counter()))
     sizes = batch_sizes(spec["images"], cfg.batch_size, world_size)
     return {"images_per_s": steady_rate(stamps, sizes, spec["warmup"]), "call_s": time.perf_counter() - start,
-            "threads": torch.get_num_threads(), "workers": cfg.num_workers,
+            "threads": torch.get_num_threads(), "workers": cfg.num_workers, "image_cache_mb": cfg.image_cache_mb,
             "history": result.history.drop(columns="lr").round(6).to_dict("list")}
 
 
@@ -257,7 +267,7 @@ def measure_pipeline(spec: dict) -> dict:
     from torch import nn
 
     from xraylib import torch_train
-    from xraylib.torch_data import ManifestDataset, make_generator, make_loader
+    from xraylib.torch_data import ManifestDataset, keep_decoded, make_generator, make_loader
     from xraylib.torch_model import build_model
 
     cfg = _project_config(spec, spec["threads"])
@@ -269,7 +279,11 @@ def measure_pipeline(spec: dict) -> dict:
     names = sorted(manifest["label"].unique())
     dataset = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names,
                               augment=cfg.augment)
-    if spec["variant"] == "loader":
+    if spec["variant"] in LOADERS:
+        cache_mb = cfg.image_cache_mb if spec["variant"] == "loader" else 0
+        start = time.perf_counter()
+        kept = keep_decoded([dataset], cache_mb, cfg.num_workers)
+        decode_s = time.perf_counter() - start if kept else None
         batches = make_loader(dataset, cfg.batch_size, shuffle=True, weighted=cfg.weighted_sampler,
                               num_workers=cfg.num_workers, generator=make_generator(cfg.seed))
     else:
@@ -286,9 +300,9 @@ def measure_pipeline(spec: dict) -> dict:
     loss, _ = torch_train.train_one_epoch(model, batches, nn.CrossEntropyLoss(), optimizer, scaler, device,
                                           on_batch_end=lambda epoch, index: stamps.append(time.perf_counter()))
     sizes = batch_sizes(len(dataset), cfg.batch_size)
-    where = {"workers": cfg.num_workers} if spec["variant"] == "loader" else {"decode_s": decode_s}
+    where = {"workers": cfg.num_workers, "image_cache_mb": cache_mb} if spec["variant"] in LOADERS else {}
     return {"images_per_s": steady_rate(stamps, sizes, spec["warmup"]), "call_s": time.perf_counter() - start,
-            "threads": torch.get_num_threads(), "loss": loss, **where}
+            "threads": torch.get_num_threads(), "loss": loss, "decode_s": decode_s, **where}
 
 
 def measure_setting(spec: dict) -> dict:
@@ -381,52 +395,57 @@ MEASURES = {"project": measure_project, "plain": measure_plain, "pipeline": meas
 
 
 def part_loop(args) -> None:
-    """Project loop vs plain loop at equal threads and as each runs by default."""
+    """Project loop vs plain loop at equal threads and as each runs by default, ``--repeats`` times interleaved."""
     import torch
 
     defaults = {"project": _project_config(data_spec(args), None).num_threads or torch.get_num_threads(),
                 "plain": torch.get_num_threads()}  # a fresh process: torch's default
-    results: dict[tuple[str, int], dict] = {}
-    for threads in sorted({*args.threads, *defaults.values()}):
-        for kind in ("plain", "project"):
-            spec = {**data_spec(args), "kind": kind, "threads": threads}
-            results[kind, threads] = measure(spec, args.timeout)
+    specs = {(kind, threads): {**data_spec(args), "kind": kind, "threads": threads,
+                               "image_cache_mb": args.image_cache_mb if kind == "project" else None}
+             for threads in sorted({*args.threads, *defaults.values()}) for kind in ("plain", "project")}
     comparisons = [(f"{t} thread(s) each", t, t) for t in args.threads]
     comparisons.append(("as each runs by default", defaults["project"], defaults["plain"]))
     rows = []
-    for name, t_project, t_plain in comparisons:
-        project, plain = results["project", t_project], results["plain", t_plain]
-        rows.append({**common_columns("loop"), "comparison": name, "project_threads": t_project,
-                     "plain_threads": t_plain, "images": args.images, "image_size": args.image_size,
-                     "batch_size": args.batch_size, "warmup_batches": args.warmup,
-                     "project_images_per_s": figure(project), "plain_images_per_s": figure(plain),
-                     "ratio": ratio(project.get("images_per_s"), plain.get("images_per_s")), "target": ">= 1.0",
-                     "project_call_s": figure(project, "call_s"), "plain_call_s": figure(plain, "call_s")})
-    finish(rows, args.out, ["comparison", "project_threads", "plain_threads", "project_images_per_s",
-                            "plain_images_per_s", "ratio", "target"])
+    for k, results in enumerate(throughput_common.interleaved(specs, args.repeats,
+                                                              lambda spec: measure(spec, args.timeout)), 1):
+        for name, t_project, t_plain in comparisons:
+            project, plain = results["project", t_project], results["plain", t_plain]
+            rows.append({**common_columns("loop"), "repeat": k, "comparison": name, "project_threads": t_project,
+                         "plain_threads": t_plain, "images": args.images, "image_size": args.image_size,
+                         "batch_size": args.batch_size, "warmup_batches": args.warmup,
+                         "image_cache_mb": project.get("image_cache_mb", ""),
+                         "project_images_per_s": figure(project), "plain_images_per_s": figure(plain),
+                         "ratio": ratio(project.get("images_per_s"), plain.get("images_per_s")), "target": ">= 1.0",
+                         "project_call_s": figure(project, "call_s"), "plain_call_s": figure(plain, "call_s")})
+    finish(rows, args.out, ["repeat", "comparison", "project_threads", "plain_threads", "project_images_per_s",
+                            "plain_images_per_s", "ratio"],
+           by=["comparison"], summarised=["project_images_per_s", "plain_images_per_s", "ratio"])
 
 
 def part_pipeline(args) -> None:
-    """The project's loader vs in-memory tensors through the same training step."""
+    """The project's loader vs in-memory tensors through the same training step, ``--repeats`` times interleaved."""
+    specs = {(threads, v): {**data_spec(args), "kind": "pipeline", "variant": v, "threads": threads,
+                            "num_workers": args.num_workers}
+             for threads in args.threads for v in PIPELINE_VARIANTS}
     rows = []
-    for threads in args.threads:
-        results = {v: measure({**data_spec(args), "kind": "pipeline", "variant": v, "threads": threads,
-                                 "num_workers": args.num_workers}, args.timeout)
-                   for v in ("memory_float", "memory_uint8", "loader")}
-        for variant, result in results.items():
-            rows.append({**common_columns("pipeline"), "variant": variant, "threads": threads,
-                         "workers": result.get("workers", ""), "images": args.images, "image_size": args.image_size,
+    for k, results in enumerate(throughput_common.interleaved(specs, args.repeats,
+                                                              lambda spec: measure(spec, args.timeout)), 1):
+        for (threads, variant), result in sorted(results.items(), key=lambda item: list(specs).index(item[0])):
+            rows.append({**common_columns("pipeline"), "repeat": k, "variant": variant, "threads": threads,
+                         "workers": result.get("workers", ""), "image_cache_mb": result.get("image_cache_mb", ""),
+                         "images": args.images, "image_size": args.image_size,
                          "batch_size": args.batch_size, "warmup_batches": args.warmup,
                          "images_per_s": figure(result),
                          "ratio_to_memory_float": ratio(result.get("images_per_s"),
-                                                        results["memory_float"].get("images_per_s")),
+                                                        results[threads, "memory_float"].get("images_per_s")),
                          "ratio_to_memory_uint8": ratio(result.get("images_per_s"),
-                                                        results["memory_uint8"].get("images_per_s")),
+                                                        results[threads, "memory_uint8"].get("images_per_s")),
                          "target": ">= 0.9 (loader)",
-                         "decode_s": round(result["decode_s"], 2) if "decode_s" in result else "",
+                         "decode_s": round(result["decode_s"], 2) if result.get("decode_s") is not None else "",
                          "call_s": figure(result, "call_s")})
-    finish(rows, args.out, ["variant", "threads", "workers", "images_per_s", "ratio_to_memory_float",
-                            "ratio_to_memory_uint8", "decode_s"])
+    finish(rows, args.out, ["repeat", "variant", "threads", "workers", "images_per_s", "ratio_to_memory_float",
+                            "ratio_to_memory_uint8", "decode_s"],
+           by=["threads", "variant"], summarised=["images_per_s", "ratio_to_memory_float", "ratio_to_memory_uint8"])
 
 
 def part_settings(args) -> None:
@@ -489,12 +508,18 @@ def _data_arguments(parser: argparse.ArgumentParser, part: str, threads: list[in
         parser.add_argument("--threads", type=int, nargs="+", default=threads)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     parser.add_argument("--out", default=f"reports/benchmarks/throughput_torch_{part}.csv")
+    if part in ("loop", "pipeline"):
+        parser.add_argument("--repeats", type=int, default=3,
+                            help="measurements per variant, interleaved (median and range printed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    _data_arguments(sub.add_parser("loop", help="project loop vs the original's plain loop"), "loop", [1, 2])
+    loop = sub.add_parser("loop", help="project loop vs the original's plain loop")
+    _data_arguments(loop, "loop", [1, 2])
+    loop.add_argument("--image-cache-mb", type=int, default=None,
+                      help="the project's train_multiclass.image_cache_mb (default: params.yaml; 0 = decode every epoch)")
     pipeline = sub.add_parser("pipeline", help="project loader vs in-memory tensors")
     _data_arguments(pipeline, "pipeline", [1, 2])
     pipeline.add_argument("--num-workers", type=int, default=None, help="loader workers (default: params.yaml)")

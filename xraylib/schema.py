@@ -28,7 +28,7 @@ import decimal
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -262,6 +262,7 @@ class TrainMulticlass(_Section):
     image_size: int = Field(ge=32)  # torch_data.check_image_settings: the networks downsample 32x
     batch_size: int = Field(ge=1)
     num_workers: int = Field(ge=0)
+    image_cache_mb: int = Field(ge=0)  # torch_data.keep_decoded
     epochs: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     step_size: int = Field(ge=1)
@@ -479,11 +480,17 @@ def _closest(word: str, choices: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = _closest(word, choices)
+def suggestion(word: str, choices: Sequence[str]) -> str:
+    """``did you mean 'key'?`` for a misspelt ``word``, else the valid keys (empty when there are none)."""
+    close = _closest(word, list(choices))
     if close:
-        return f"; did you mean {close!r}?"
-    return f"; valid keys: {', '.join(choices)}" if choices else ""
+        return f"did you mean {close!r}?"
+    return f"valid keys: {', '.join(choices)}" if choices else ""
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    text = suggestion(word, choices)
+    return f"; {text}" if text else ""
 
 
 def _bounds(metadata: list) -> str:

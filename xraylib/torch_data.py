@@ -16,10 +16,17 @@ workers, shuffled) with a seeded generator and :func:`seed_worker`, which seeds
 NumPy and ``random`` in every worker (the original's fix for workers that all
 drew the same random numbers). ``weighted=True`` replaces shuffling by a
 ``WeightedRandomSampler`` with weights inversely proportional to class size.
+
+:func:`keep_decoded` prepares every image of the given data sets once and keeps them in memory, as
+``tf.data``'s ``cache()`` does for the binary study, when they fit under ``train_multiclass.image_cache_mb``:
+an epoch then only flips, converts and normalises, instead of decoding and resizing every file again, and the
+loader's workers no longer take the cores from the training step. The random flips are still drawn in the
+workers from the same seeds, so a run trains to the same bits with and without the cache.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +43,8 @@ from xraylib.images import EQUALIZE_MODES, RESIZE_MODES, prepare
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+log = logging.getLogger(__name__)
 
 
 class GrayToTensor:
@@ -112,12 +121,18 @@ class ImageListDataset(Dataset):
         self.train = train
         self.augment = augment
         self.transform = build_transform(train, augment)
+        # image size -> prepared images (N, size, size) uint8, filled by keep_decoded; datasets of the same
+        # samples and settings may share one dict (the training images with and without augmentation)
+        self.decoded: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> np.ndarray:
         """The prepared ``uint8`` image of sample ``index`` (no augmentation, no normalisation)."""
+        images = self.decoded.get(self.image_size)
+        if images is not None:
+            return images[index]
         return prepare(self.samples[index][0], self.image_size, self.resize_mode, self.equalize_method)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
@@ -155,6 +170,67 @@ class ManifestDataset(ImageListDataset):
                          image_size, resize_mode, equalize_method, train=(split == "train") if train is None else train,
                          augment=augment)
         self.split = split
+
+
+class _Prepared(Dataset):
+    """The prepared images of a data set as tensors, read from the files (what :func:`keep_decoded` stores)."""
+
+    def __init__(self, dataset: ImageListDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        d = self.dataset
+        return torch.tensor(prepare(d.samples[index][0], d.image_size, d.resize_mode, d.equalize_method))
+
+
+def decoded_bytes(datasets: Sequence[ImageListDataset]) -> int:
+    """Memory the prepared images of ``datasets`` take at their current image size (``uint8``, one channel)."""
+    return sum(len(d) * d.image_size ** 2 for d in datasets)
+
+
+def keep_decoded(datasets: Sequence[ImageListDataset], max_mib: float, num_workers: int = 0,
+                 batch_size: int = 64) -> bool:
+    """Prepare every image of ``datasets`` once, at their current image size, and keep them in memory.
+
+    The images are read by a ``DataLoader`` with ``num_workers`` processes and stored as one ``uint8`` array per
+    data set in :attr:`ImageListDataset.decoded`; forked loader workers share it with the main process. The
+    pixels are those :func:`xraylib.images.prepare` gives, so training and evaluation compute the same bits
+    with and without it. Data sets already holding their images at that size are skipped.
+
+    Args:
+        datasets: data sets to fill (share ``decoded`` between data sets of the same samples beforehand).
+        max_mib: memory limit in MiB (``train_multiclass.image_cache_mb``); 0 keeps nothing.
+        num_workers: processes reading the files.
+        batch_size: images per read batch.
+
+    Returns:
+        Whether the images are now held in memory (``False``: over the limit, nothing kept).
+    """
+    if max_mib < 0:
+        raise ValueError(f"train_multiclass.image_cache_mb must be >= 0, got {max_mib!r}")
+    todo = [d for d in datasets if d.image_size not in d.decoded]
+    todo = [d for i, d in enumerate(todo) if all(d.decoded is not e.decoded for e in todo[:i])]
+    need = decoded_bytes(todo) / 2 ** 20
+    if need > max_mib:
+        if max_mib > 0:
+            log.info("not keeping the decoded images in memory: %.0f MiB > train_multiclass.image_cache_mb %s",
+                     need, max_mib)
+        return False
+    for dataset in todo:
+        images = np.empty((len(dataset), dataset.image_size, dataset.image_size), dtype=np.uint8)
+        # a generator of its own: the loader's worker seed must not be drawn from torch's global generator,
+        # which the training run goes on to use (dropout)
+        loader = DataLoader(_Prepared(dataset), batch_size=batch_size, num_workers=num_workers,
+                            generator=torch.Generator())
+        start = 0
+        for batch in loader:
+            images[start:start + len(batch)] = batch.numpy()
+            start += len(batch)
+        dataset.decoded[dataset.image_size] = images
+    return True
 
 
 def class_counts(targets: Sequence[int], n_classes: int) -> np.ndarray:

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -118,9 +119,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
 
     def _share(self, batch: list[int]) -> list[int]:
-        base, extra = divmod(len(batch), self.world_size)
-        start = self.rank * base + min(self.rank, extra)
-        return batch[start:start + base + (1 if self.rank < extra else 0)]
+        return np.array_split(np.asarray(batch, dtype=np.int64), self.world_size)[self.rank].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         batch: list[int] = []

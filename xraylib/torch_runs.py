@@ -14,15 +14,14 @@ DVC caches each run's model and metrics on their own. :func:`run` does one run's
 5. write the run's model card as ``README.md`` beside ``best.pt``.
 
 Notebook 04 (the ``train_multiclass`` stage) then collects the runs with :func:`ensure_all` (it reads what the run
-stages wrote; a run that is missing or was made with other settings or data is done there, with a message, so the
-notebook also works on its own), draws the curves and confusion matrices, compares the runs and writes
+stages wrote; a run that is missing or was made with other settings, data or training code is done there, with a
+message, so the notebook also works on its own), draws the curves and confusion matrices, compares the runs and writes
 ``multiclass.json``: the summary comes out of one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from xraylib import config, evaluation, model_card, outputs, torch_evaluate, torch_train
+from xraylib import config, data, evaluation, model_card, outputs, torch_evaluate, torch_train
 
 RUNS_METRICS = "multiclass_runs"  # reports/metrics/<this>/<run>.json: one headline row per run (DVC metrics)
 DOCUMENT = "metrics.json"  # beside best.pt: the run's entry of multiclass.json, its classes and provenance
@@ -98,13 +97,12 @@ def headline(entry: dict, timing: dict, synthetic: bool | None = None) -> dict:
 
 
 def provenance(cfg: torch_train.RunConfig, manifest: pd.DataFrame, evaluation_: Evaluation) -> dict:
-    """What a run's outputs were made from: its settings, the evaluation settings and a hash of the manifest
-    (every split). :func:`ensure_all` reuses the outputs only when this is unchanged."""
-    digest = hashlib.sha256()
-    for row in manifest[["path", "label", "split", "sha256"]].itertuples(index=False):
-        digest.update("|".join(map(str, row)).encode() + b"\n")
-    return {"run": json.loads(json.dumps(dataclasses.asdict(cfg))), "evaluation": dataclasses.asdict(evaluation_),
-            "manifest": digest.hexdigest()}
+    """What a run's outputs were made from: the settings that decide its result, the evaluation settings, a hash of
+    the manifest (every split) and of the training code. :func:`ensure_all` reuses the outputs only when this is
+    unchanged, so a run made by older training code is redone, as DVC would redo its stage."""
+    manifest_hash = torch_train.data_fingerprint(manifest, data.class_names(manifest), splits=data.SPLITS)
+    return {"run": json.loads(json.dumps(cfg.result_settings())), "evaluation": dataclasses.asdict(evaluation_),
+            "manifest": manifest_hash, "code": torch_train.code_fingerprint()}
 
 
 def run(cfg: torch_train.RunConfig, manifest: pd.DataFrame, model_dir: str | Path, evaluation_: Evaluation, *,
@@ -161,7 +159,7 @@ def _evaluate(checkpoint: Path, manifest: pd.DataFrame, evaluation_: Evaluation,
 def load(cfg: torch_train.RunConfig, manifest: pd.DataFrame, model_dir: str | Path, evaluation_: Evaluation, *,
          metrics_dir: str | Path | None = None) -> Outcome | None:
     """The finished run as its stage wrote it, or ``None`` when something is missing or was made from other
-    settings, evaluation settings or data (:func:`provenance`)."""
+    settings, evaluation settings, data or training code (:func:`provenance`)."""
     run_dir = config.resolve(model_dir) / cfg.name
     needed = [run_dir / DOCUMENT, run_dir / "best.pt", run_dir / "history.csv", run_dir / PREDICTIONS]
     if not all(p.is_file() for p in needed):
@@ -190,7 +188,7 @@ def ensure_all(configs: Sequence[torch_train.RunConfig], manifest: pd.DataFrame,
     for cfg in configs:
         outcome = load(cfg, manifest, model_dir, evaluation_, metrics_dir=metrics_dir)
         if outcome is None:
-            print(f"{cfg.name}: no finished run with these settings and data in "
+            print(f"{cfg.name}: no finished run with these settings, data and code in "
                   f"{config.relative_to_project(config.resolve(model_dir) / cfg.name)}; running it here "
                   f"(dvc repro runs it as the stage train_run@{cfg.name})", flush=True)
             outcome = run(cfg, manifest, model_dir, evaluation_, checkpoint_dir=checkpoint_dir, resume=resume,

@@ -51,7 +51,6 @@ kept away from the project's)::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -68,9 +67,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from xraylib import config, numerics, outputs, torch_distributed
+from xraylib import config, numerics, outputs, schema, torch_distributed
 from xraylib.data import class_names as manifest_class_names
-from xraylib.torch_data import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, make_generator, make_loader
+from xraylib.torch_data import (AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, keep_decoded,
+                                 make_generator, make_loader)
 from xraylib.torch_model import build_model, check_arch
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ STUDY_KEYS = ("manifest_dir", "model_dir", "checkpoint_dir", "resume", "eval_bat
 RUN_KEYS = ("arch", "step_lr")  # required keys of each train_multiclass.runs entry (its name is the key)
 LR_SCHEDULES = ("constant", "onecycle", "cosine")
 DATA_KEYS = ("resize", "equalize")  # from the shared data section
+NO_RESULT_KEYS = ("image_cache_mb",)  # settings that change speed or memory only, never what a run computes
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class RunConfig:
     cpu_bfloat16: bool
     progressive_resizing: list[int]
     augment: str
+    image_cache_mb: int
 
     def __post_init__(self):
         check_arch(self.arch)
@@ -154,15 +156,23 @@ class RunConfig:
             raise ValueError(f"train_multiclass.learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"train_multiclass.gamma must lie in (0, 1], got {self.gamma!r}")
+        if isinstance(self.image_cache_mb, bool) or not isinstance(self.image_cache_mb, int) \
+                or self.image_cache_mb < 0:
+            raise ValueError(f"train_multiclass.image_cache_mb must be an integer >= 0 (0 = decode every epoch), "
+                             f"got {self.image_cache_mb!r}")
         if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
             raise ValueError(f"train_multiclass.num_threads must be an integer >= 0 (0 = torch's default), "
                              f"got {self.num_threads!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"train_multiclass.device must be auto, cpu or cuda[:N], got {self.device!r}")
 
+    def result_settings(self) -> dict:
+        """The settings that decide what the run computes: all but :data:`NO_RESULT_KEYS`."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NO_RESULT_KEYS}
+
     def resume_key(self) -> dict:
-        """Settings a checkpoint must share to be resumed (all but ``epochs``, which may grow)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+        """Settings a checkpoint must share to be resumed (:meth:`result_settings` but ``epochs``, which may grow)."""
+        return {k: v for k, v in self.result_settings().items() if k != "epochs"}
 
 
 @dataclass
@@ -197,11 +207,6 @@ def _dotted(key: str, name: str) -> str:
     return "seed" if key == "seed" else f"train_multiclass.{key}"
 
 
-def _closest(key: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(choices))}"
-
-
 def build_configs(runs: Mapping[str, dict], names: Sequence[str] | None = None, **common) -> list[RunConfig]:
     """Turn ``train_multiclass.runs`` (a mapping ``{run name: {arch, step_lr, ...}}``) into :class:`RunConfig` objects.
 
@@ -219,7 +224,7 @@ def build_configs(runs: Mapping[str, dict], names: Sequence[str] | None = None, 
     allowed = [f.name for f in dataclasses.fields(RunConfig)]
     unknown = [key for key in common if key not in allowed]
     if unknown:
-        raise ValueError("\n".join(f"train_multiclass.{key}: unknown key; {_closest(key, allowed)}"
+        raise ValueError("\n".join(f"train_multiclass.{key}: unknown key; {schema.suggestion(key, sorted(allowed))}"
                                     for key in unknown))
     if not isinstance(runs, Mapping):
         raise ValueError(f"train_multiclass.runs must be a mapping of run name -> settings, got {runs!r}")
@@ -231,7 +236,7 @@ def build_configs(runs: Mapping[str, dict], names: Sequence[str] | None = None, 
         entry = {k: v for k, v in entry.items() if v is not None}
         extra = [key for key in entry if key not in allowed or key == "name"]
         if extra:
-            raise ValueError("\n".join(f"train_multiclass.runs.{name}.{key}: unknown key; {_closest(key, allowed)}"
+            raise ValueError("\n".join(f"train_multiclass.runs.{name}.{key}: unknown key; {schema.suggestion(key, sorted(allowed))}"
                                         for key in extra))
         values = {**common, **entry, "name": str(name)}
         missing = [key for key in allowed if key not in values]
@@ -332,9 +337,11 @@ def restore_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
-def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str]) -> str:
-    """Hash of the training and validation images (path, label, split, file hash) and the class order."""
-    used = manifest[manifest["split"].isin(("train", "val"))]
+def data_fingerprint(manifest: pd.DataFrame, class_names: Sequence[str],
+                     splits: Sequence[str] = ("train", "val")) -> str:
+    """Hash of the images of ``splits`` (path, label, split, file hash) and the class order; by default the
+    training and validation images, what training reads."""
+    used = manifest[manifest["split"].isin(tuple(splits))]
     digest = hashlib.sha256(json.dumps(list(class_names)).encode())
     for row in used[["path", "label", "split", "sha256"]].itertuples(index=False):
         digest.update("|".join(map(str, row)).encode() + b"\n")
@@ -601,6 +608,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     if cfg.precise_bn:  # the training images without augmentation, in a fixed order
         bn_set = ManifestDataset(manifest, "train", cfg.image_size, cfg.resize, cfg.equalize, class_names=names,
                                  train=False)
+        bn_set.decoded = train_set.decoded  # the same images
         bn_loader = make_loader(bn_set, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                                 generator=make_generator(cfg.seed + 2), pin_memory=pin)
 
@@ -618,6 +626,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     history: list[dict] = []
     best_val, best_epoch, start = float("inf"), 0, 1
     seconds_before = 0.0  # training time of the epochs a resumed run restores (last.pt keeps the total)
+    seconds_total = 0.0
     last_path, best_path, best_copy = ckpt_dir / "last.pt", out_dir / "best.pt", ckpt_dir / "best.pt"
     state = _load_resume_state(last_path, cfg.name) if resume and last_path.is_file() else None
     if state is not None:
@@ -630,7 +639,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             restore_rng_state(state["rng"], generator)
             history = list(state["history"])
             best_val, best_epoch, start = state["best_val_loss"], state["best_epoch"], state["epoch"] + 1
-            seconds_before = float(state.get("train_seconds", 0.0))
+            seconds_before = seconds_total = float(state.get("train_seconds", 0.0))
             if best_copy != best_path:
                 _copy_atomic(best_copy, best_path)
             done = "finished; reloaded" if state["epoch"] == cfg.epochs else f"resuming after epoch {state['epoch']}"
@@ -657,6 +666,8 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
 
     meta = model_metadata(cfg, names, data_source)
     started = time.perf_counter()
+    if start <= cfg.epochs:  # each image decoded once, not once per epoch; the same bits either way
+        keep_decoded([train_set, val_set], cfg.image_cache_mb, cfg.num_workers)
     for epoch in range(start, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_set.image_size = image_size_at(cfg, epoch)  # read by the loader's workers, started per epoch
@@ -675,6 +686,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         history.append(row)
         if improved:
             best_val, best_epoch = val_loss, epoch
+        seconds_total = seconds_before + time.perf_counter() - started  # every epoch so far, resumed ones included
         if not ctx.is_main:  # rank 0 writes; the others wait for it at the end of the epoch
             ctx.barrier()
             continue
@@ -688,7 +700,7 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
             "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
             "scaler_state": scaler.state_dict(), "rng": rng_state(generator), "history": history,
             "best_val_loss": best_val, "best_epoch": best_epoch, "fingerprint": fingerprint,
-            "train_seconds": seconds_before + time.perf_counter() - started,
+            "train_seconds": seconds_total,
         }, last_path)
         frame = pd.DataFrame(history)[HISTORY_COLUMNS]
         outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
@@ -702,9 +714,10 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
     if ctx.is_main:
         outputs.write_table(frame, out_dir / "history.csv", float_format="%.6g")
     elapsed = time.perf_counter() - started
-    # train_seconds: this call (0 for a finished run reloaded); train_seconds_total: every epoch, resumed ones included
+    # train_seconds: this call (0 for a finished run reloaded); train_seconds_total: every epoch, resumed ones
+    # included, as last.pt records it (so a reloaded run reports the same figure as the call that trained it)
     timing = {"epochs_trained": cfg.epochs - resumed_from, "train_seconds": round(elapsed, 1),
-              "train_seconds_total": round(seconds_before + elapsed, 1),
+              "train_seconds_total": round(seconds_total, 1),
               "threads": torch.get_num_threads()}
     return TrainResult(cfg, out_dir, frame, best_epoch, float(best_val), names, resumed_from, extra=timing,
                        checkpoint_dir=ckpt_dir)

@@ -23,7 +23,7 @@ TINY = {
     "explore": {"samples_per_class": 2},
     "preprocess": {"image_size": 48},
     "train_binary": {"image_size": 32, "epochs": 2, "n_bootstrap": 20},
-    "train_multiclass": {"image_size": 32, "epochs": 3, "num_workers": 0, "n_resamples": 20,
+    "train_multiclass": {"image_size": 32, "epochs": 3, "num_workers": 0, "num_threads": 1, "n_resamples": 20,
                          "runs": {"resnet18": {"arch": "resnet18", "step_lr": False}}},
     "gradcam": {"max_per_class": 3},
 }

@@ -25,5 +25,7 @@ def run_config(name: str, arch: str, *, step_lr: bool = False, **overrides):
     """
     from xraylib import torch_train
 
-    settings = {**torch_train.shared_settings(study_params()), **overrides}
+    # One torch thread unless a test says otherwise: the tests' models are tiny (threads cost more than they give)
+    # and CI's cores are shared; every bit-exact comparison in the tests is between runs of the same process.
+    settings = {**torch_train.shared_settings(study_params()), "num_threads": 1, **overrides}
     return torch_train.build_configs({name: {"arch": arch, "step_lr": step_lr}}, **settings)[0]

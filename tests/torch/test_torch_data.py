@@ -12,8 +12,8 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision.datasets import ImageFolder
 
 from xraylib import images
-from xraylib.torch_data import (IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, denormalize, make_generator,
-                                make_loader, sample_weights, seed_worker)
+from xraylib.torch_data import (IMAGENET_MEAN, IMAGENET_STD, ManifestDataset, decoded_bytes, denormalize,
+                                keep_decoded, make_generator, make_loader, sample_weights, seed_worker)
 
 
 def test_manifest_split_matches_imagefolder(tiny_root, tiny_manifest):
@@ -166,3 +166,50 @@ def test_augmentations_differ_between_workers_and_repeat_with_the_seed(tiny_mani
     worker0, worker1 = first[0::2], first[1::2]  # batches alternate between the two workers
     assert worker0 != worker1, "the two workers must not flip the same images"
     assert flips(11) != flips(12)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_kept_images_are_the_prepared_pixels(tiny_manifest, num_workers):
+    files = ManifestDataset(tiny_manifest, "train", 36, "pad", "hist", train=False)
+    kept = ManifestDataset(tiny_manifest, "train", 36, "pad", "hist", train=False)
+    state = torch.get_rng_state()
+    assert keep_decoded([kept], max_mib=1, num_workers=num_workers, batch_size=4)  # 18 images: more than one batch
+    assert torch.equal(torch.get_rng_state(), state)  # the run's random numbers are left as they were
+    assert list(kept.decoded) == [36] and kept.decoded[36].shape == (18, 36, 36)
+    for i in range(len(files)):
+        np.testing.assert_array_equal(kept.load(i), images.prepare(files.samples[i][0], 36, "pad", "hist"))
+        assert torch.equal(kept[i][0], files[i][0])
+    kept.image_size = 32  # another size (progressive resizing's first epochs) reads the files again
+    np.testing.assert_array_equal(kept.load(0), images.prepare(files.samples[0][0], 32, "pad", "hist"))
+
+
+def test_kept_images_respect_the_memory_limit_and_are_shared(tiny_manifest):
+    train = ManifestDataset(tiny_manifest, "train", 32)
+    plain = ManifestDataset(tiny_manifest, "train", 32, train=False)
+    plain.decoded = train.decoded
+    val = ManifestDataset(tiny_manifest, "val", 32)
+    assert decoded_bytes([train, val]) == (18 + 6) * 32 * 32
+    assert not keep_decoded([train, val], max_mib=0) and not train.decoded and not val.decoded
+    assert not keep_decoded([train, val], max_mib=decoded_bytes([train, val]) / 2 ** 20 * 0.99)
+    assert not train.decoded and not val.decoded  # all or nothing
+    assert keep_decoded([train, plain, val], max_mib=decoded_bytes([train, val]) / 2 ** 20)  # plain shares train's
+    assert plain.decoded[32] is train.decoded[32] and val.decoded[32].shape == (6, 32, 32)
+    kept = train.decoded[32]
+    assert keep_decoded([train], max_mib=0)  # already held: nothing more to keep
+    assert train.decoded[32] is kept
+    with pytest.raises(ValueError, match="image_cache_mb must be >= 0"):
+        keep_decoded([val], max_mib=-1)
+
+
+def test_augmented_batches_are_the_same_with_kept_images(tiny_manifest):
+    """The flips are drawn in the workers from the same seeds: the batches are identical bit for bit."""
+    def batches(keep: bool) -> list[torch.Tensor]:
+        ds = ManifestDataset(tiny_manifest, "train", 32)
+        if keep:
+            assert keep_decoded([ds], max_mib=1, num_workers=2)
+        loader = make_loader(ds, 5, shuffle=True, weighted=True, num_workers=2, generator=make_generator(9))
+        return [x for _ in range(2) for x, _ in loader]
+
+    files, kept = batches(False), batches(True)
+    assert len(files) == 8
+    assert all(torch.equal(a, b) for a, b in zip(files, kept))

@@ -86,12 +86,20 @@ def test_a_reloaded_run_keeps_its_training_time(finished, tiny_manifest):
     assert _as_written(again.entry) == _as_written(first.entry)  # (NaN != NaN in memory)
 
 
-@pytest.mark.parametrize("change", ["run", "evaluation", "data", "missing"])
-def test_a_stale_or_missing_run_is_not_reused(finished, tiny_manifest, change):
+def test_a_setting_that_changes_only_speed_keeps_the_run(finished, tiny_manifest):
+    root, cfg, _ = finished
+    faster = _config(image_cache_mb=cfg.image_cache_mb + 1)  # train_multiclass.image_cache_mb: same bits
+    assert torch_runs.load(faster, tiny_manifest, root / "models", STUDY, metrics_dir=root / "metrics") is not None
+
+
+@pytest.mark.parametrize("change", ["run", "evaluation", "data", "code", "missing"])
+def test_a_stale_or_missing_run_is_not_reused(finished, tiny_manifest, change, monkeypatch):
     root, cfg, _ = finished
     manifest, study, models = tiny_manifest, STUDY, root / "models"
     if change == "run":
         cfg = _config(learning_rate=0.002)
+    elif change == "code":  # the stage would re-run; a notebook opened on its own must not reuse the old run
+        monkeypatch.setattr(torch_runs.torch_train, "code_fingerprint", lambda: "other training code")
     elif change == "evaluation":
         study = torch_runs.Evaluation(**{**STUDY.__dict__, "n_resamples": 30})
     elif change == "data":

@@ -144,6 +144,27 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_manifest, tmp_path, num
                                   pd.read_csv(tmp_path / "full" / "history.csv"))
 
 
+def test_kept_images_train_the_same_bits_and_resume_across_the_setting(tiny_manifest, tmp_path):
+    """train_multiclass.image_cache_mb changes speed, not results: a run with the decoded images kept equals one
+    that reads the files every epoch, and a run cut with one setting resumes under the other."""
+    common = dict(epochs=2, batch_size=4, image_size=32, num_workers=2, weighted_sampler=True, precise_bn=True,
+                  augment="flip", learning_rate=0.0005, seed=4)
+    files = train(run_config("keep", "squeezenet", image_cache_mb=0, **common), tiny_manifest, tmp_path / "files",
+                  verbose=False)
+    kept_cfg = run_config("keep", "squeezenet", image_cache_mb=1, **common)
+    assert kept_cfg.resume_key() == files.config.resume_key()
+    assert "image_cache_mb" not in kept_cfg.result_settings()
+    with pytest.raises(Interrupted):
+        train(kept_cfg, tiny_manifest, tmp_path / "kept", on_batch_end=stop_at(2, 1), verbose=False)
+    resumed = train(files.config, tiny_manifest, tmp_path / "kept", verbose=False)
+    assert resumed.resumed_from_epoch == 1
+    kept = train(kept_cfg, tiny_manifest, tmp_path / "kept_whole", verbose=False)
+    for other in (resumed, kept):
+        pd.testing.assert_frame_equal(other.history, files.history)
+        _assert_same_weights(other.best_path, files.best_path)
+        _assert_same_weights(other.last_path, files.last_path)
+
+
 def test_resume_survives_deleted_outputs(tiny_manifest, tmp_path, capsys):
     """DVC deletes a stage's outputs before it runs it: last.pt and a copy of best.pt live elsewhere."""
     cfg = run_config("dvc", "squeezenet", epochs=3, batch_size=4, image_size=32, num_workers=0,

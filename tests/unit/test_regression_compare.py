@@ -69,8 +69,11 @@ def test_committed_reference_covers_every_headline_figure_with_a_tolerance():
     tolerances = regression.load_tolerances(here / "tolerances.yaml")
     assert set(reference["exact"]) == set(regression.EXACT_METRICS)
     unguarded = {name for name in reference["headline"] if regression.tolerance_for(name, tolerances) is None}
-    # Only the figures measured to be unstable across numeric paths go unguarded, and they are few.
-    assert unguarded <= {"multiclass.resnet18.test.accuracy", "multiclass.resnet18.test.macro_f1"}, unguarded
+    # Only the figures measured to be unstable across numeric paths go unguarded, and they are few: SqueezeNet (no
+    # BatchNorm) spans 0.76-0.92 in macro-F1 across the four measured paths; its macro AUC stays guarded.
+    assert unguarded <= {"multiclass.resnet18.test.accuracy", "multiclass.resnet18.test.macro_f1",
+                         "multiclass.squeezenet.test.accuracy", "multiclass.squeezenet.test.macro_f1"}, unguarded
+    assert len(unguarded) <= 2
     for name in set(reference["headline"]) - unguarded:  # Grad-CAM scores rest on ~15 images per model: 1/15 each
         assert regression.tolerance_for(name, tolerances) <= (0.3 if name.startswith("gradcam.") else 0.2), name
     assert reference["recorded_with"]["numerics"] == "default"
