@@ -335,6 +335,7 @@ def _train_binary(cfg: TrainConfig, data: dict, log_csv: str | Path | None,
             val_probs = _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv, frames, info,
                                                 strategy)
     history = pd.concat(frames, ignore_index=True)
+    info["replicas"] = tf_distribute.replicas(strategy) if strategy is not None else 1  # copies that trained
     return TrainResult(model, history, weights, val_probs, info)
 
 
@@ -456,10 +457,12 @@ def _train_frozen_on_images(model, cfg, data, loss, class_weight, work, log_csv,
 
 def model_metadata(cfg: TrainConfig, class_names: list[str], threshold: float, *, resize_mode: str,
                    equalize_method: str, original_threshold: float = 0.75, data_source: str = "",
-                   calibration: dict | None = None) -> dict:
+                   calibration: dict | None = None, replicas: int = 1) -> dict:
     """Settings saved beside the model (``model.json``) so external evaluation prepares and decides alike.
 
     ``calibration``: the recalibration map fitted on validation (:func:`xraylib.calibration.fit_binary`).
+    ``replicas``: how many model copies trained it (``TrainResult.info["replicas"]``; > 1 under MirroredStrategy,
+    where each replica's BatchNorm sees its share of the global batch, so the result depends on it).
     """
     weights = tf_model.resolve_weights(cfg.weights)
     return {
@@ -480,5 +483,6 @@ def model_metadata(cfg: TrainConfig, class_names: list[str], threshold: float, *
         "data_source": data_source,
         "calibration": dict(calibration) if calibration else {"method": "none"},
         "training": {k: v for k, v in cfg.as_dict().items() if k != "weights"},
+        "replicas": int(replicas),
         "keras_version": keras.__version__,
     }

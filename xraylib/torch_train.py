@@ -664,7 +664,9 @@ def train(cfg: RunConfig, manifest: pd.DataFrame, out_dir: str | Path, *, class_
         for row in history:
             print(_epoch_line(cfg.name, row, cfg.epochs, row.get("best", False)), flush=True)
 
-    meta = model_metadata(cfg, names, data_source)
+    # How many processes trained it (DDP on CPUs: each normalises its share of the global batch). Not part of the
+    # resume fingerprint: `dvc repro` reloads, in one process, what `torchrun` trained.
+    meta = {**model_metadata(cfg, names, data_source), "world_size": ctx.world_size}
     started = time.perf_counter()
     if start <= cfg.epochs:  # each image decoded once, not once per epoch; the same bits either way
         keep_decoded([train_set, val_set], cfg.image_cache_mb, cfg.num_workers)

@@ -47,7 +47,7 @@ def _summary(result) -> dict:
     return {"history": result.history.drop(columns=["phase"]).to_dict("list"),
             "phases": result.history["phase"].tolist(), "val_probs": np.asarray(result.val_probs).tolist(),
             "mirrored_variables": f"{len(mirrored)}/{len(variables)}", "replica_spread": spread,
-            "trainable_from": result.info["trainable_from"]}
+            "trainable_from": result.info["trainable_from"], "replicas": result.info["replicas"]}
 
 
 def _child(folder: str) -> None:
@@ -151,6 +151,15 @@ def test_two_logical_cpus_train_two_mirrored_replicas(mirrored_runs):
     assert mirrored["mirrored_variables"] == f"{total}/{total}"  # model and optimizer
     assert mirrored["replica_spread"] == 0.0  # every replica holds the same values, the restored best included
     assert out["batch"]["single"]["mirrored_variables"].startswith("0/")
+    # model.json records how many copies trained the model; the cached-feature path trains on one device
+    assert (mirrored["replicas"], out["batch"]["single"]["replicas"], out["cached"]["replicas"],
+            out["on_images"]["replicas"]) == (2, 1, 1, 2)
+    from xraylib import tf_train  # here: the module's child process must split the CPU before TensorFlow starts
+
+    cfg = train_config(image_size=32)
+    meta = tf_train.model_metadata(cfg, ["NORMAL", "PNEUMONIA"], 0.5, resize_mode="stretch", equalize_method="none",
+                                   replicas=mirrored["replicas"])
+    assert meta["replicas"] == 2
 
 
 def test_mirrored_training_learns_and_validates_every_epoch(mirrored_runs):

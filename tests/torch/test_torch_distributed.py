@@ -111,6 +111,7 @@ def test_two_gloo_processes_train_and_only_rank_zero_writes(two):
     assert loss[-1] < loss[0], f"training loss did not fall: {loss}"
     assert sorted(p.name for p in two.iterdir()) == ["best.pt", "history.csv", "last.pt", "rank0.json", "rank1.json"]
     assert len(pd.read_csv(two / "history.csv")) == SETTINGS["epochs"]
+    assert torch.load(two / "best.pt", weights_only=True)["world_size"] == WORLD  # how many processes trained it
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(two, single):
@@ -122,6 +123,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two, single)
                                        rtol=0)
     a = torch.load(two / "best.pt", weights_only=True)["model_state"]
     b = torch.load(single.best_path, weights_only=True)["model_state"]
+    assert torch.load(single.best_path, weights_only=True)["world_size"] == 1
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-3)
