@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             deviation = None if got is None or ref is None else abs(got - ref)
             rows.append({"figure": name, "run": label, "reference": ref, "value": got, "deviation": deviation,
                          "env": json.dumps(settings), "cpu": first.get("cpu", "")})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["figure", "run", "reference", "value", "deviation", "env", "cpu"])
     if args.previous:
         previous = pd.read_csv(config.user_path(args.previous))
         previous = previous[~previous["run"].isin(frame["run"])]
@@ -128,8 +128,8 @@ def write_tolerances(path, spread: pd.DataFrame) -> None:
     for name, row in spread.sort_index().iterrows():
         measured = "n/a (undefined on every path)" if pd.isna(row["max_deviation"]) else f"{row['max_deviation']:.4f}"
         if row["tolerance_rule"] > widest(name):
-            lines.append(f'  "{name}": null   # measured {measured}: the rule gives {row["tolerance_rule"]:.2f}, '
-                         f'wider than {widest(name)}; reported, not compared')
+            lines.append(f'  "{name}": null   # measured {measured}; rule {row["tolerance_rule"]:.2f} > '
+                         f'{widest(name)}: reported, not compared')
         else:
             lines.append(f'  "{name}": {row["tolerance_rule"]:.2f}   # measured {measured}')
     path.write_text(head + "\n".join(lines) + "\n")

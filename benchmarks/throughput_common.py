@@ -130,9 +130,10 @@ def finish(rows: list[dict], out: str, shown: list[str], by: list[str] | None = 
            summarised: list[str] | None = None) -> None:
     """Print the table of ``rows`` (columns ``shown``), then, over repeats, the median and range of ``summarised``
     per ``by`` group; append all columns to ``out``."""
+    frame = pd.DataFrame(rows)
     print()
-    print(pd.DataFrame(rows)[shown].to_string(index=False))
-    if by and summarised and len(rows) > len(pd.DataFrame(rows).groupby(by, sort=False)):
+    print(frame[shown].to_string(index=False))
+    if by and summarised and frame.duplicated(by).any():  # some group was measured more than once
         print("\nmedian [min, max] over the repeats:")
         print(spread(rows, by, summarised).to_string(index=False))
     print(f"\nappended {len(rows)} row(s) to {append_csv(out, rows)}")

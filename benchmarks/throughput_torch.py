@@ -519,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop = sub.add_parser("loop", help="project loop vs the original's plain loop")
     _data_arguments(loop, "loop", [1, 2])
     loop.add_argument("--image-cache-mb", type=int, default=None,
-                      help="the project's train_multiclass.image_cache_mb (default: params.yaml; 0 = decode every epoch)")
+                      help="the project's train_multiclass.image_cache_mb (default: params.yaml; "
+                           "0 = decode every epoch)")
     pipeline = sub.add_parser("pipeline", help="project loader vs in-memory tensors")
     _data_arguments(pipeline, "pipeline", [1, 2])
     pipeline.add_argument("--num-workers", type=int, default=None, help="loader workers (default: params.yaml)")
