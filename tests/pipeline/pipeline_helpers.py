@@ -6,9 +6,12 @@ they take minutes; they never touch the workspace they were started from.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -70,3 +73,48 @@ def tracked_state(project: Path) -> dict[str, bytes]:
             state[rel] = path.read_bytes()
     return state
 
+
+
+def start_queue_workers(project: Path, jobs: int, log: Path) -> None:
+    """``dvc queue start --jobs N``, its output going to ``log``.
+
+    The workers are forked from that command and keep its stdout and stderr open, so reading them through a pipe
+    would wait for the last worker to exit, and a worker may never exit on its own: with the filesystem broker of
+    dvc-task, a shutdown meant for one worker can be taken by another (treeverse/dvc#10427), and the first then
+    idles for good after its experiment has finished. Follow the queue with ``dvc queue status`` instead, and end
+    the workers with :func:`stop_queue_workers`.
+    """
+    with open(log, "ab") as out:
+        done = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=project, env=env_for(project),
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(f"dvc queue start exited {done.returncode}: {log.read_text()[-4000:]}")
+
+
+def _queue_worker_pids(project: Path) -> list[int]:
+    """The live processes of this project's queue workers (dvc-task records each one's pid in a JSON file)."""
+    pids = []
+    for info in sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json")):
+        pid = json.loads(info.read_text()).get("pid")
+        try:  # the pid may have been reused since: check that it is still a queue worker
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, TypeError):
+            continue
+        if b"queue-worker" in command:
+            pids.append(pid)
+    return pids
+
+
+def stop_queue_workers(project: Path, grace: float = 30) -> list[int]:
+    """``dvc queue stop``, then a kill for each worker still alive after ``grace`` seconds; returns their pids."""
+    run(project, "dvc", "queue", "stop", check=False, timeout=120)
+    deadline = time.monotonic() + grace
+    while (left := _queue_worker_pids(project)) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in left:
+        try:  # dvc-task starts each worker in a process group of its own
+            group = os.getpgid(pid)
+            os.killpg(group, signal.SIGKILL) if group != os.getpgrp() else os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left

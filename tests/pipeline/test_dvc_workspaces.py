@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 
 import pytest
 
-from pipeline_helpers import run, tracked_state
+from pipeline_helpers import run, start_queue_workers, stop_queue_workers, tracked_state
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +36,22 @@ def test_a_queued_sweep_of_a_run_stage_runs_in_parallel_workers_and_both_land(gi
     run(git_project, "dvc", "exp", "run", "--queue", "-S", "train_multiclass.learning_rate=0.001,0.003",
         "train_run@resnet18")
     before = tracked_state(git_project)
-    run(git_project, "dvc", "queue", "start", "--jobs", "2")
-    deadline = time.monotonic() + 1500
-    while True:
-        status = run(git_project, "dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
-            break
-        time.sleep(10)
-    assert status.count("Success") == 2 and "Failed" not in status, status
+    log = git_project.parent / "queue-start.log"
+    try:
+        start_queue_workers(git_project, 2, log)
+        deadline = time.monotonic() + 1500
+        while True:
+            status = run(git_project, "dvc", "queue", "status").stdout
+            if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+                break
+            time.sleep(10)
+    finally:
+        stuck = stop_queue_workers(git_project)
+    if stuck:  # a known dvc-task race (see start_queue_workers); the experiments themselves are checked below
+        warnings.warn(f"dvc queue stop left {len(stuck)} idle worker(s); killed", stacklevel=1)
+    logs = "".join(f"\n{out.name}:\n{out.read_text()[-2000:]}"
+                   for out in sorted((git_project / ".dvc" / "tmp" / "exps").rglob("*.out")))
+    assert status.count("Success") == 2 and "Failed" not in status, status + logs
     shown = json.loads(run(git_project, "dvc", "exp", "show", "--json").stdout)
     landed = {}
     for commit in shown:
@@ -61,4 +70,3 @@ def test_a_queued_sweep_of_a_run_stage_runs_in_parallel_workers_and_both_land(gi
     assert {"train_multiclass.learning_rate", "acc", "f1"} <= {h.rsplit(":", 1)[-1] if h.endswith(("acc", "f1"))
                                                              else h for h in header}, table
     assert "0.003" in table, table
-    run(git_project, "dvc", "queue", "stop", check=False)
