@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def start_queue_workers(project: Path, jobs: int, log: Path) -> None:
         raise AssertionError(f"dvc queue start exited {done.returncode}: {log.read_text()[-4000:]}")
 
 
-def _queue_worker_pids(project: Path) -> list[int]:
+def queue_worker_pids(project: Path) -> list[int]:
     """The live processes of this project's queue workers (dvc-task records each one's pid in a JSON file)."""
     pids = []
     for info in sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json")):
@@ -109,7 +110,7 @@ def stop_queue_workers(project: Path, grace: float = 30) -> list[int]:
     """``dvc queue stop``, then a kill for each worker still alive after ``grace`` seconds; returns their pids."""
     run(project, "dvc", "queue", "stop", check=False, timeout=120)
     deadline = time.monotonic() + grace
-    while (left := _queue_worker_pids(project)) and time.monotonic() < deadline:
+    while (left := queue_worker_pids(project)) and time.monotonic() < deadline:
         time.sleep(1)
     for pid in left:
         try:  # dvc-task starts each worker in a process group of its own
@@ -118,3 +119,32 @@ def stop_queue_workers(project: Path, grace: float = 30) -> list[int]:
         except ProcessLookupError:
             pass
     return left
+
+
+def run_queue(project: Path, jobs: int, timeout: float = 1500) -> tuple[str, list[str]]:
+    """Run the queued experiments with ``jobs`` workers until none is queued or running, or ``timeout`` seconds.
+
+    Returns the last ``dvc queue status`` and what was done about dvc-task's known races: another
+    ``dvc queue start`` when every worker has gone with a task still queued (its idle monitor can end a worker
+    early, treeverse/dvc#10562; the remedy a user would use), and a kill for each worker left behind at the end.
+    """
+    log = project.parent / f"{project.name}-queue-start.log"
+    handled, restarts, idle = [], 0, 0
+    try:
+        start_queue_workers(project, jobs, log)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = run(project, "dvc", "queue", "status").stdout
+            if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+                break
+            # two looks 10 s apart, so that workers just started have written their pid files
+            idle = idle + 1 if "Queued" in status and not queue_worker_pids(project) else 0
+            if idle == 2 and restarts < 2:
+                idle, restarts = 0, restarts + 1
+                handled.append("every worker gone with a task queued: dvc queue start again")
+                start_queue_workers(project, jobs, log)
+            time.sleep(10)
+    finally:
+        if stuck := stop_queue_workers(project):
+            handled.append(f"{len(stuck)} worker(s) left running after dvc queue stop: killed")
+    return status, handled

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
-import time
 import warnings
 
 import pytest
 
-from pipeline_helpers import run, start_queue_workers, stop_queue_workers, tracked_state
+from pipeline_helpers import run, run_queue, tracked_state
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +34,9 @@ def test_a_queued_sweep_of_a_run_stage_runs_in_parallel_workers_and_both_land(gi
     run(git_project, "dvc", "exp", "run", "--queue", "-S", "train_multiclass.learning_rate=0.001,0.003",
         "train_run@resnet18")
     before = tracked_state(git_project)
-    log = git_project.parent / "queue-start.log"
-    try:
-        start_queue_workers(git_project, 2, log)
-        deadline = time.monotonic() + 1500
-        while True:
-            status = run(git_project, "dvc", "queue", "status").stdout
-            if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
-                break
-            time.sleep(10)
-    finally:
-        stuck = stop_queue_workers(git_project)
-    if stuck:  # a known dvc-task race (see start_queue_workers); the experiments themselves are checked below
-        warnings.warn(f"dvc queue stop left {len(stuck)} idle worker(s); killed", stacklevel=1)
+    status, handled = run_queue(git_project, jobs=2)
+    if handled:  # known dvc-task races (see run_queue); the experiments themselves are checked below
+        warnings.warn("; ".join(handled), stacklevel=1)
     logs = "".join(f"\n{out.name}:\n{out.read_text()[-2000:]}"
                    for out in sorted((git_project / ".dvc" / "tmp" / "exps").rglob("*.out")))
     assert status.count("Success") == 2 and "Failed" not in status, status + logs
