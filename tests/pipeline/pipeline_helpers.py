@@ -113,9 +113,12 @@ def stop_queue_workers(project: Path, grace: float = 30) -> list[int]:
     while (left := queue_worker_pids(project)) and time.monotonic() < deadline:
         time.sleep(1)
     for pid in left:
-        try:  # dvc-task starts each worker in a process group of its own
+        try:  # dvc-task starts each worker in a process group of its own, with its helpers
             group = os.getpgid(pid)
-            os.killpg(group, signal.SIGKILL) if group != os.getpgrp() else os.kill(pid, signal.SIGKILL)
+            if group == os.getpgrp():  # never the test's own group
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
     return left
