@@ -19,7 +19,7 @@ measured run (the path it was recorded on). ``--write-tolerances`` rewrites the 
 
 After the study's default torch thread count went from 1 to 2 (2026-11-27) and the reference was recorded again::
 
-    git show 'HEAD~1:tests/regression/reference.json' > /tmp/reference_old.json
+    git show 'a140474:tests/regression/reference.json' > /tmp/reference_old.json  # the commit before
     python benchmarks/numeric_spread.py --previous reports/benchmarks/numeric_spread.csv \
         --add-reference /tmp/reference_old.json:xeon_default_1thread --write-tolerances
 """
@@ -42,6 +42,20 @@ def tolerance_rule(max_deviation: float) -> float:
     return math.ceil(max(2 * max_deviation, FLOOR) * 100 - 1e-9) / 100
 
 
+COLUMNS = ["figure", "run", "reference", "value", "deviation", "env", "cpu"]
+
+
+def run_rows(reference: dict, values: dict, label: str, env: dict, cpu: str) -> list[dict]:
+    """One CSV row per reference figure: the value one run (``label``) gave and its distance from the reference."""
+    rows = []
+    for name, ref in reference.items():
+        got = values.get(name)
+        rows.append({"figure": name, "run": label, "reference": ref, "value": got,
+                     "deviation": None if got is None or ref is None else abs(got - ref),
+                     "env": json.dumps(env), "cpu": cpu})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="scratch folders of finished regression runs")
@@ -61,12 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--add-reference takes FILE:LABEL, got {spec!r}")
         former = json.loads(config.user_path(path).read_text())
         recorded = former.get("recorded_with", {})
-        for name, ref in reference.items():
-            got = former["headline"].get(name)
-            rows.append({"figure": name, "run": label, "reference": ref, "value": got,
-                         "deviation": None if got is None or ref is None else abs(got - ref),
-                         "env": json.dumps({"numerics": recorded.get("numerics", "default"),
-                                            "former_reference": True}), "cpu": recorded.get("cpu", "")})
+        rows += run_rows(reference, former["headline"], label,
+                         {"numerics": recorded.get("numerics", "default"), "former_reference": True},
+                         recorded.get("cpu", ""))
     for run in args.runs:
         folder = config.user_path(run)
         values = regression.headline(folder / "reports" / "metrics")
@@ -75,12 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         label = folder.name
         first = next(iter(env.values()), {})  # one stage's record: the machine is the same for all
         settings = first.get("numerics_env") or {k: v for k, v in first.get("env", {}).items() if v is not None}
-        for name, ref in reference.items():
-            got = values.get(name)
-            deviation = None if got is None or ref is None else abs(got - ref)
-            rows.append({"figure": name, "run": label, "reference": ref, "value": got, "deviation": deviation,
-                         "env": json.dumps(settings), "cpu": first.get("cpu", "")})
-    frame = pd.DataFrame(rows, columns=["figure", "run", "reference", "value", "deviation", "env", "cpu"])
+        rows += run_rows(reference, values, label, settings, first.get("cpu", ""))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
     if args.previous:
         previous = pd.read_csv(config.user_path(args.previous))
         previous = previous[~previous["run"].isin(frame["run"])]
