@@ -182,8 +182,7 @@ class _Prepared(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        d = self.dataset
-        return torch.tensor(prepare(d.samples[index][0], d.image_size, d.resize_mode, d.equalize_method))
+        return torch.tensor(self.dataset.load(index))  # nothing held yet at this size: read from the file
 
 
 def decoded_bytes(datasets: Sequence[ImageListDataset]) -> int:

@@ -236,8 +236,8 @@ def build_configs(runs: Mapping[str, dict], names: Sequence[str] | None = None, 
         entry = {k: v for k, v in entry.items() if v is not None}
         extra = [key for key in entry if key not in allowed or key == "name"]
         if extra:
-            raise ValueError("\n".join(f"train_multiclass.runs.{name}.{key}: unknown key; {schema.suggestion(key, sorted(allowed))}"
-                                        for key in extra))
+            raise ValueError("\n".join(f"train_multiclass.runs.{name}.{key}: unknown key; "
+                                        f"{schema.suggestion(key, sorted(allowed))}" for key in extra))
         values = {**common, **entry, "name": str(name)}
         missing = [key for key in allowed if key not in values]
         if missing:
